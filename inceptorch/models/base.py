@@ -1,0 +1,106 @@
+"""The contract every inceptorch model keeps (see DESIGN.md), with the parts all models share."""
+
+import torch
+from torch import nn
+
+from ..errors import InputSizeError
+
+
+def _resized_head(layer: nn.Module, num_classes: int) -> nn.Module:
+    """A fresh head layer like ``layer`` with ``num_classes`` outputs (a Linear, or NiN's 1x1 Conv2d)."""
+    if isinstance(layer, nn.Linear):
+        return nn.Linear(layer.in_features, num_classes, bias=layer.bias is not None)
+    if isinstance(layer, nn.Conv2d):
+        return nn.Conv2d(layer.in_channels, num_classes, layer.kernel_size, layer.stride, layer.padding,
+                         bias=layer.bias is not None)
+    raise TypeError(f"cannot resize a head of type {type(layer).__name__}")
+
+
+class ImageClassifier(nn.Module):
+    """Base class of every model.
+
+    Subclasses build their layers, implement ``forward_features`` and ``forward_head`` and list their
+    classifier layers in ``head_layers`` (dotted paths; aux heads that are switched off are ``None``).
+    Models with auxiliary classifiers override ``forward_with_aux``.
+    """
+
+    default_input_size = 224
+    pretrained_layout: str | None = None  # "torchvision", "timm" or None: where checkpoints come from
+    head_layers: tuple[str, ...] = ("fc",)
+    aux_heads: tuple[str, ...] = ()  # module names of the auxiliary classifiers
+
+    def __init__(self, num_classes: int = 1000, in_chans: int = 3):
+        super().__init__()
+        self.num_classes = num_classes
+        self.in_chans = in_chans
+        self._min_input_size = None
+        self.register_forward_pre_hook(_check_input)
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def forward_head(self, features: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits, in train and eval mode alike."""
+        return self.forward_head(self.forward_features(x))
+
+    def forward_with_aux(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """Logits and the auxiliary logits (none for models without aux heads): the trainer's door to them."""
+        return self(x), []
+
+    @property
+    def has_aux(self) -> bool:
+        return any(getattr(self, name, None) is not None for name in self.aux_heads)
+
+    def reset_classifier(self, num_classes: int) -> None:
+        """Replaces the main and auxiliary heads with fresh ones for ``num_classes`` classes."""
+        for path in self.head_layers:
+            parent_path, _, name = path.rpartition(".")
+            parent = self.get_submodule(parent_path) if parent_path else self
+            if parent is None or getattr(parent, name, None) is None:
+                continue
+            setattr(parent, name, _resized_head(getattr(parent, name), num_classes))
+        self.num_classes = num_classes
+
+    def present_head_layers(self) -> list[str]:
+        """The ``head_layers`` that exist in this instance (aux heads may be switched off)."""
+        present = []
+        for path in self.head_layers:
+            try:
+                if self.get_submodule(path) is not None:
+                    present.append(path)
+            except AttributeError:
+                pass
+        return present
+
+    @property
+    def min_input_size(self) -> int:
+        """Smallest square input accepted in eval mode, found once by a search on the meta device."""
+        if self._min_input_size is None:
+            from ..analysis import min_input_size
+
+            self._min_input_size = min_input_size(self)
+        return self._min_input_size
+
+
+def _check_input(model: ImageClassifier, args) -> None:
+    """Turns a wrong input into a one-line error before PyTorch fails somewhere deep inside."""
+    if torch.compiler.is_compiling() or torch.jit.is_tracing() or torch.jit.is_scripting():
+        return
+    x = args[0]
+    if x.device.type == "meta":
+        return
+    name = getattr(model, "model_name", type(model).__name__)
+    if x.dim() != 4:
+        raise InputSizeError(f"{name} expects a batch of images (N, C, H, W), got a tensor of shape "
+                             f"{tuple(x.shape)}: add a batch dimension, for instance x.unsqueeze(0)")
+    if x.shape[1] != model.in_chans:
+        raise InputSizeError(f"{name} was built for {model.in_chans}-channel input, got {x.shape[1]} channels: "
+                             f"create the model with in_chans={x.shape[1]} or convert the images")
+    smallest = model.min_input_size
+    if min(x.shape[-2:]) < smallest:
+        raise InputSizeError(f"input {x.shape[-2]}x{x.shape[-1]} is smaller than {name}'s minimum of "
+                             f"{smallest}x{smallest}: resize the images, for instance --image-size "
+                             f"{max(smallest, model.default_input_size)}")

@@ -1,0 +1,159 @@
+"""Reading and writing weights safely.
+
+Checkpoints are read with safetensors or ``torch.load(weights_only=True)``: a file that would run
+code when unpickled is refused, never executed. inceptorch models keep the key names of the layout
+they follow (torchvision's or timm's), so a reference state dict loads key for key; what differs is
+handled here: wrapper dicts and ``module.`` prefixes, heads for another number of classes, switched
+off aux heads, and a first convolution for another number of input channels.
+"""
+
+import json
+import logging
+import os
+import pickle
+import tempfile
+import zipfile
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError
+from safetensors import safe_open
+from safetensors.torch import load as load_safetensors_bytes
+from safetensors.torch import save as save_safetensors_bytes
+
+from .errors import CheckpointError
+from .models.layers import adapt_first_conv_weight
+
+log = logging.getLogger("inceptorch")
+
+METADATA_KEY = "inceptorch"
+_WRAPPER_KEYS = ("state_dict", "model", "model_state_dict", "state_dict_ema", "model_ema")
+_PREFIXES = ("module.", "_orig_mod.")
+
+
+def write_atomically(path, data: bytes) -> None:
+    """Writes ``data`` to ``path`` so that a reader sees the old file or the new one, never a torn one."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    dir_fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
+def save_weights(model: torch.nn.Module, path, metadata: dict | None = None) -> None:
+    """Saves the state dict as safetensors, with JSON ``metadata`` (model name, options, class names)."""
+    meta = {"model": getattr(model, "model_name", None), "build_config": getattr(model, "build_config", {}),
+            "class_names": getattr(model, "class_names", None), **(metadata or {})}
+    tensors = {k: v.detach().cpu().contiguous().clone() for k, v in model.state_dict().items()}
+    data = save_safetensors_bytes(tensors, metadata={METADATA_KEY: json.dumps(meta)})
+    write_atomically(path, data)
+
+
+def _is_safetensors(path: Path) -> bool:
+    return path.suffix == ".safetensors"
+
+
+def read_metadata(path) -> dict:
+    """The inceptorch metadata of a safetensors checkpoint ({} for other files)."""
+    path = _existing(path)
+    if not _is_safetensors(path):
+        return {}
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            raw = (f.metadata() or {}).get(METADATA_KEY)
+    except (SafetensorError, OSError, ValueError) as e:
+        raise CheckpointError(f"{path} is not a readable safetensors file ({e}): re-save or re-download it") from None
+    return json.loads(raw) if raw else {}
+
+
+def _existing(path) -> Path:
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint {path} does not exist: check the path given to --weights")
+    return path
+
+
+def read_state_dict(path) -> dict[str, torch.Tensor]:
+    """Tensors of a checkpoint file, unwrapped from training dicts and DDP/compile prefixes."""
+    path = _existing(path)
+    try:
+        if _is_safetensors(path):
+            state = load_safetensors_bytes(path.read_bytes())
+        else:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        raise CheckpointError(f"{path} was refused: it holds Python objects that could run code when loaded "
+                              f"({str(e).splitlines()[0][:120]}); use a plain state dict or a .safetensors "
+                              "file") from None
+    except (SafetensorError, RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError) as e:
+        raise CheckpointError(f"{path} is not a readable checkpoint (truncated or not a weights file: "
+                              f"{str(e).splitlines()[0][:120]}): re-save or re-download it") from None
+    for key in _WRAPPER_KEYS:
+        if isinstance(state, dict) and isinstance(state.get(key), dict):
+            state = state[key]
+            break
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise CheckpointError(f"{path} holds no state dict of tensors: save model.state_dict(), not the model")
+    for prefix in _PREFIXES:
+        if state and all(k.startswith(prefix) for k in state):
+            state = {k[len(prefix):]: v for k, v in state.items()}
+    return state
+
+
+def _module_of(key: str, modules) -> str | None:
+    return next((m for m in modules if key == m or key.startswith(m + ".")), None)
+
+
+def load_weights(model, path) -> None:
+    """Loads a checkpoint into ``model`` exactly, or raises ``CheckpointError`` naming the first mismatches."""
+    state = read_state_dict(path)
+    expected = model.state_dict()
+    name = getattr(model, "model_name", type(model).__name__)
+
+    # Aux heads that this model has switched off: their weights are not needed.
+    absent_aux = [a for a in getattr(model, "aux_heads", ()) if getattr(model, a, None) is None]
+    state = {k: v for k, v in state.items() if _module_of(k, absent_aux) is None}
+
+    # A first convolution made for RGB, loaded into a model for another number of channels.
+    for key, value in list(state.items()):
+        want = expected.get(key)
+        if (want is not None and value.dim() == 4 and value.shape[1] == 3 and want.shape[1] != 3
+                and value.shape[0] == want.shape[0] and value.shape[2:] == want.shape[2:]):
+            state[key] = adapt_first_conv_weight(value, want.shape[1])
+
+    # Heads for another number of classes: keep the backbone, start the heads afresh.
+    heads = model.present_head_layers() if hasattr(model, "present_head_layers") else []
+    fresh = [k for k, v in state.items()
+             if _module_of(k, heads) and k in expected and v.shape != expected[k].shape]
+    if fresh:
+        head_key = next(k for k in fresh if k.endswith("weight"))
+        log.warning("%s: checkpoint heads have %d classes, the model has %d: keeping the backbone, "
+                    "training fresh heads", Path(path).name, state[head_key].shape[0], model.num_classes)
+        fresh_modules = {_module_of(k, heads) for k in fresh}
+        state = {k: v for k, v in state.items() if _module_of(k, fresh_modules) is None}
+        state.update({k: v for k, v in expected.items() if _module_of(k, fresh_modules)})
+
+    missing = [k for k in expected if k not in state and not k.endswith("num_batches_tracked")]
+    unexpected = [k for k in state if k not in expected]
+    wrong_shape = [f"{k} {tuple(state[k].shape)} vs {tuple(expected[k].shape)}"
+                   for k in state if k in expected and state[k].shape != expected[k].shape]
+    if missing or unexpected or wrong_shape:
+        made_for = read_metadata(path).get("model") if _is_safetensors(Path(path)) else None
+        parts = [f"{label} {', '.join(items[:3])}{' ...' if len(items) > 3 else ''}"
+                 for label, items in (("missing keys", missing), ("unexpected keys", unexpected),
+                                      ("wrong shapes", wrong_shape)) if items]
+        origin = f" (it was saved from {made_for})" if made_for else ""
+        raise CheckpointError(f"{Path(path).name} does not fit {name}{origin}: {'; '.join(parts)}: "
+                              "use a checkpoint of the same architecture and options")
+    model.load_state_dict(state, strict=False)
