@@ -1,8 +1,13 @@
 """inceptorch: the GoogLeNet / Inception family of convolutional networks, readable next to their papers."""
 
 from . import errors
-from .analysis import min_input_size
+from .analysis import branch_breakdown, compare, count_macs, min_input_size, summary
+from .engine import evaluate, train
 from .models import create_model, list_models, load_model
+from .predict import extract_features, predict
+from .transfer import finetune, freeze, unfreeze
 
-__all__ = ["errors", "list_models", "create_model", "load_model", "min_input_size"]
+__all__ = ["errors", "list_models", "create_model", "load_model", "min_input_size", "summary", "count_macs",
+           "branch_breakdown", "compare", "train", "evaluate", "finetune", "freeze", "unfreeze", "predict",
+           "extract_features"]
 __version__ = "0.1.0"

@@ -28,7 +28,269 @@ def add_list(sub):
     p.set_defaults(run=lambda args: print("\n".join(__import__("inceptorch").list_models())))
 
 
+def _add_checkpoint_options(p) -> None:
+    """Options shared by the commands that run a checkpoint on image files."""
+    p.add_argument("--weights", required=True, metavar="CKPT",
+                   help="checkpoint: inceptorch's own, or a torchvision/timm file together with --model")
+    p.add_argument("--model", help="model name, for checkpoints that do not name theirs (torchvision, timm)")
+    from .config import WEIGHT_ORIGINS
+
+    p.add_argument("--weights-origin", default="auto", choices=WEIGHT_ORIGINS,
+                   help="whose preprocessing the weights expect (auto: the checkpoint's own, else the "
+                        "model's layout)")
+    p.add_argument("--image-size", type=int, help="crop side in pixels (default: the checkpoint's)")
+    p.add_argument("--batch-size", type=int, default=16, help="images per forward pass")
+    p.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    p.add_argument("images", nargs="+", metavar="IMAGE_OR_FOLDER", help="image files, or folders of them")
+
+
+def _inference_model(args):
+    """The checkpoint's model on the chosen device, and its preprocessing."""
+    from .engine import pick_device
+    from .predict import load_for_inference
+
+    model, preprocessing = load_for_inference(args.weights, args.model, origin=args.weights_origin,
+                                              image_size=args.image_size)
+    return model.to(pick_device(args.device)), preprocessing
+
+
+def _warn_unreadable(failures) -> None:
+    for failure in failures:
+        print(f"inceptorch: warning: {failure.error}", file=sys.stderr)
+
+
+def _run_predict(args) -> int:
+    import json
+
+    from .predict import predict
+
+    model, preprocessing = _inference_model(args)
+    results = predict(model, args.images, topk=args.topk, preprocessing=preprocessing, batch_size=args.batch_size)
+    _warn_unreadable(r for r in results if r.error)
+    good = [r for r in results if not r.error]
+    if args.format == "json":
+        print(json.dumps([r.to_dict() for r in results], indent=2))
+    else:
+        width = max((len(r.source) for r in good), default=0)
+        for r in good:
+            tops = "  ".join(f"{c} {p:6.1%}" for c, p in zip(r.classes, r.probabilities))
+            print(f"{r.source:<{width}}  {tops}")
+    if not good:
+        print("inceptorch: error: none of the images could be read", file=sys.stderr)
+        return 2
+    return 0
+
+
+def add_predict(sub):
+    p = sub.add_parser("predict", help="class names and probabilities for image files",
+                       description="Predicts the top classes of each image. Unreadable files are named in "
+                                   "a warning and the others still predicted; exit status 0 when at least "
+                                   "one image was predicted, 2 when none could be.")
+    _add_checkpoint_options(p)
+    p.add_argument("--topk", type=int, default=5, help="classes shown per image")
+    p.add_argument("--format", choices=("table", "json"), default="table")
+    p.set_defaults(run=_run_predict)
+
+
+def _run_embed(args) -> int:
+    from pathlib import Path
+
+    import numpy as np
+
+    from .errors import ConfigError
+    from .predict import extract_features, image_files
+
+    out = Path(args.out)
+    if out.suffix not in (".npy", ".csv"):
+        raise ConfigError(f"--out {out} must end in .npy or .csv: choose the file format by its suffix")
+    model, preprocessing = _inference_model(args)
+    files, skipped = image_files(args.images), []
+    features = extract_features(model, files, preprocessing=preprocessing, batch_size=args.batch_size,
+                                skipped=skipped).numpy()
+    _warn_unreadable(skipped)
+    failed = {s.source for s in skipped}
+    rows = [str(f) for f in files if str(f) not in failed]
+    out.parent.mkdir(parents=True, exist_ok=True)
+    if out.suffix == ".npy":
+        np.save(out, features)
+        out.with_suffix(".files.txt").write_text("".join(f"{r}\n" for r in rows))
+    else:
+        header = "file," + ",".join(f"f{i}" for i in range(features.shape[1]))
+        lines = [f"{r}," + ",".join(f"{v:.7g}" for v in row) for r, row in zip(rows, features)]
+        out.write_text("\n".join([header, *lines]) + "\n")
+    print(f"{features.shape[0]} images x {features.shape[1]} features -> {out}")
+    return 0
+
+
+def add_embed(sub):
+    p = sub.add_parser("embed", help="pooled feature vectors of image files, for use in other tools",
+                       description="Writes one feature vector per image (the global average of the last "
+                                   "feature map): .npy (rows in the order of OUT.files.txt) or .csv (one "
+                                   "row per file).")
+    _add_checkpoint_options(p)
+    p.add_argument("--out", required=True, help="features.npy or features.csv")
+    p.set_defaults(run=_run_embed)
+
+
+def _run_summary(args) -> int:
+    from .analysis import model_for_input, summary
+
+    model = model_for_input(args.model, args.input, num_classes=args.num_classes)
+    result = summary(model, args.input, depth=args.depth)
+    if args.format == "json":
+        print(result.to_json())
+    elif args.format == "csv":
+        print(result.to_csv(branches=args.branches), end="")
+    else:
+        print(result)
+        if args.branches:
+            print()
+            print(result.branch_table())
+    return 0
+
+
+def add_summary(sub):
+    p = sub.add_parser("summary", help="output shape, parameters and multiply-adds of each layer of a model",
+                       description="One row a layer: by default the top-level stages and every Inception "
+                                   "block. Counted on PyTorch's meta device: no weights are needed.")
+    p.add_argument("model", help="model name (see: inceptorch list)")
+    p.add_argument("--input", type=_input_size, metavar="SIZE",
+                   help="input size: 224, 3x224x224 or 1x3x224x224; its channels set the model's in_chans "
+                        "(default: the model's own size, 3 channels)")
+    p.add_argument("--num-classes", type=int, default=1000, help="classes of the classifier (default 1000)")
+    p.add_argument("--depth", type=int, help="a row for every module down to this depth (1: top-level layers)")
+    p.add_argument("--format", choices=("table", "json", "csv"), default="table")
+    p.add_argument("--branches", action="store_true",
+                   help="the per-branch breakdown of every Inception block (with --format csv: instead of "
+                        "the layer rows; JSON always has it)")
+    p.set_defaults(run=_run_summary)
+
+
+def _run_compare(args) -> int:
+    from .analysis import compare
+
+    result = compare(args.models, args.input, bench=args.bench)
+    print(result.to_json() if args.format == "json" else result.to_csv() if args.format == "csv" else result,
+          end="" if args.format == "csv" else "\n")
+    return 0
+
+
+def add_compare(sub):
+    p = sub.add_parser("compare", help="parameters, multiply-adds and smallest input of several models",
+                       description="One row a model, built with 1000 classes; parameters are also given "
+                                   "relative to the first model named.")
+    p.add_argument("models", nargs="+", metavar="MODEL")
+    p.add_argument("--input", type=_input_size, metavar="SIZE",
+                   help="one input size for all models (default: each model's own)")
+    p.add_argument("--bench", action="store_true",
+                   help="also time eager CPU inference at batch 8 (images/s, after a warm-up)")
+    p.add_argument("--format", choices=("table", "json", "csv"), default="table")
+    p.set_defaults(run=_run_compare)
+
+
+def _add_config_flags(p) -> None:
+    """One flag per ``TrainConfig`` field. Only the flags given reach the config, so a recipe (or the
+    run being resumed) supplies the rest."""
+    from dataclasses import MISSING, fields
+
+    from .config import TrainConfig
+
+    for f in fields(TrainConfig):
+        flag = "--" + f.name.replace("_", "-")
+        default = f.default if f.default is not MISSING else None
+        shown = f" (default: {default})" if default not in (None, "", False) else ""
+        if f.type is bool:
+            p.add_argument(flag, action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS,
+                           help=f.metadata["help"])
+        else:
+            p.add_argument(flag, default=argparse.SUPPRESS, metavar=f.metadata.get("metavar") or f.name.upper(),
+                           help=f.metadata["help"] + shown)
+
+
+def _run_train(args, start=None) -> int:
+    from .engine import train
+
+    options = {k: v for k, v in vars(args).items() if k not in ("run", "command")}
+    result = (start or train)(options)
+    last = result.metrics
+    print(f"val acc {last['val_acc']:.4f} after {last['epoch']} epochs (best {result.best_val_acc:.4f} at epoch "
+          f"{result.best_epoch}); run folder {result.run_dir}")
+    return 0
+
+
+def add_train(sub):
+    p = sub.add_parser("train", help="train a model (default: on the built-in sample, offline)",
+                       description="Trains MODEL on DATA and writes a run folder: config, metrics, curves, "
+                                   "checkpoints, log. Options come from the defaults, then --recipe, then "
+                                   "the flags given. Under torchrun every process runs the same command.")
+    _add_config_flags(p)
+    p.set_defaults(run=_run_train)
+
+
+def _run_evaluate(args) -> int:
+    import json
+
+    from .engine import evaluate
+
+    result = evaluate(args.weights, args.data, split=args.split, data_root=args.data_root,
+                      val_split=args.val_split, batch_size=args.batch_size, device=args.device,
+                      workers=args.workers, strict=args.strict)
+    if args.format == "json":
+        print(json.dumps(vars(result), indent=1))
+        return 0
+    print(f"accuracy {result.accuracy:.4f} on {result.num_images} images (loss {result.loss:.4f})\n")
+    width = max(len(c) for c in result.classes)
+    print(f"{'class':<{width}}  precision  recall     f1  support")
+    for name, row in result.per_class.items():
+        print(f"{name:<{width}}  {row['precision']:9.4f}  {row['recall']:6.4f}  {row['f1']:5.4f}  "
+              f"{row['support']:7d}")
+    cell = max(4, len(str(max(max(r) for r in result.confusion))) + 1)
+    print("\nconfusion matrix (rows: true class, columns: predicted, in the order above)")
+    for name, row in zip(result.classes, result.confusion):
+        print(f"{name:<{width}}  " + "".join(f"{v:>{cell}}" for v in row))
+    return 0
+
+
+def add_evaluate(sub):
+    p = sub.add_parser("evaluate", help="accuracy, per-class precision/recall and confusion matrix of a checkpoint",
+                       description="Scores an inceptorch checkpoint; the model and its preprocessing come from "
+                                   "the checkpoint, the data by default too (the validation images it was "
+                                   "trained beside).")
+    p.add_argument("--weights", required=True, metavar="CKPT", help="an inceptorch .safetensors checkpoint")
+    p.add_argument("--data", help="builtin, mnist, fashion-mnist, cifar10, a .npz file or an image folder "
+                                  "(default: the checkpoint's)")
+    p.add_argument("--data-root", help="folder holding a local copy of mnist, fashion-mnist or cifar10")
+    p.add_argument("--split", choices=("val", "test"), default="val")
+    p.add_argument("--val-split", type=float, help="held-out part of the training data (default: the checkpoint's)")
+    p.add_argument("--batch-size", type=int, default=256)
+    p.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    p.add_argument("--workers", type=int, default=2, help="data loader processes for image folders")
+    p.add_argument("--strict", action="store_true", help="stop on an unreadable image instead of skipping it")
+    p.add_argument("--format", choices=("table", "json"), default="table")
+    p.set_defaults(run=_run_evaluate)
+
+
+def _run_finetune(args) -> int:
+    from .transfer import finetune
+
+    return _run_train(args, start=finetune)
+
+
+def add_finetune(sub):
+    p = sub.add_parser("finetune", help="fine-tune a pretrained model on an image folder (or any train data)",
+                       description="Train with a pretrained backbone: --weights CKPT (inceptorch, torchvision "
+                                   "or timm) is required, --freeze defaults to backbone (only the heads "
+                                   "train), and --unfreeze-after EPOCHS adds a second phase that trains "
+                                   "everything, the freed layers at --lr-unfrozen. Every train option applies.")
+    _add_config_flags(p)
+    p.set_defaults(run=_run_finetune)
+
+
 COMMANDS = [add_list]
+COMMANDS += [add_predict, add_embed]
+COMMANDS += [add_summary, add_compare]
+COMMANDS += [add_train, add_evaluate]
+COMMANDS += [add_finetune]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -12,12 +12,10 @@ import logging
 import os
 import pickle
 import tempfile
-import zipfile
 from pathlib import Path
 
 import torch
-from safetensors import SafetensorError
-from safetensors import safe_open
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load as load_safetensors_bytes
 from safetensors.torch import save as save_safetensors_bytes
 
@@ -72,9 +70,21 @@ def read_metadata(path) -> dict:
     try:
         with safe_open(str(path), framework="pt") as f:
             raw = (f.metadata() or {}).get(METADATA_KEY)
+        meta = json.loads(raw) if raw else {}
     except (SafetensorError, OSError, ValueError) as e:
-        raise CheckpointError(f"{path} is not a readable safetensors file ({e}): re-save or re-download it") from None
-    return json.loads(raw) if raw else {}
+        raise CheckpointError(f"{path} is not a readable safetensors file ({_reason(e)}): "
+                              "re-save or re-download it") from None
+    if not isinstance(meta, dict):
+        raise CheckpointError(f"{path} has malformed inceptorch metadata: re-save it with inceptorch")
+    return meta
+
+
+def _reason(error: Exception) -> str:
+    """The informative line of a loader's error, without torch's boilerplate about ``weights_only``."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    boilerplate = ("Weights only load failed", "Please file an issue", "Check the documentation")
+    informative = [line for line in lines if not line.startswith(boilerplate)]
+    return (informative or lines or [type(error).__name__])[0][:160]
 
 
 def _existing(path) -> Path:
@@ -93,12 +103,15 @@ def read_state_dict(path) -> dict[str, torch.Tensor]:
         else:
             state = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
-        raise CheckpointError(f"{path} was refused: it holds Python objects that could run code when loaded "
-                              f"({str(e).splitlines()[0][:120]}); use a plain state dict or a .safetensors "
-                              "file") from None
-    except (SafetensorError, RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError) as e:
+        if "GLOBAL" in str(e):  # the restricted unpickler met an import: the file holds Python objects
+            raise CheckpointError(f"{path} was refused: it holds Python objects that could run code when "
+                                  f"loaded ({_reason(e)}); use a plain state dict or a .safetensors file") from None
+        raise CheckpointError(f"{path} is not a readable checkpoint (truncated, not a weights file, or a pickle "
+                              f"torch.load cannot read safely: {_reason(e)}): re-save or re-download it") from None
+    except (SafetensorError, RuntimeError, ValueError, LookupError, TypeError, EOFError, OSError) as e:
+        # A damaged file surfaces as any of these, from deep inside the readers.
         raise CheckpointError(f"{path} is not a readable checkpoint (truncated or not a weights file: "
-                              f"{str(e).splitlines()[0][:120]}): re-save or re-download it") from None
+                              f"{_reason(e)}): re-save or re-download it") from None
     for key in _WRAPPER_KEYS:
         if isinstance(state, dict) and isinstance(state.get(key), dict):
             state = state[key]
@@ -136,13 +149,10 @@ def load_weights(model, path) -> None:
     heads = model.present_head_layers() if hasattr(model, "present_head_layers") else []
     fresh = [k for k, v in state.items()
              if _module_of(k, heads) and k in expected and v.shape != expected[k].shape]
-    if fresh:
-        head_key = next(k for k in fresh if k.endswith("weight"))
-        log.warning("%s: checkpoint heads have %d classes, the model has %d: keeping the backbone, "
-                    "training fresh heads", Path(path).name, state[head_key].shape[0], model.num_classes)
-        fresh_modules = {_module_of(k, heads) for k in fresh}
-        state = {k: v for k, v in state.items() if _module_of(k, fresh_modules) is None}
-        state.update({k: v for k, v in expected.items() if _module_of(k, fresh_modules)})
+    checkpoint_classes = state[fresh[0]].shape[0] if fresh else None
+    fresh_modules = {_module_of(k, heads) for k in fresh}
+    state = {k: v for k, v in state.items() if _module_of(k, fresh_modules) is None}
+    state.update({k: v for k, v in expected.items() if _module_of(k, fresh_modules)})
 
     missing = [k for k in expected if k not in state and not k.endswith("num_batches_tracked")]
     unexpected = [k for k in state if k not in expected]
@@ -156,4 +166,7 @@ def load_weights(model, path) -> None:
         origin = f" (it was saved from {made_for})" if made_for else ""
         raise CheckpointError(f"{Path(path).name} does not fit {name}{origin}: {'; '.join(parts)}: "
                               "use a checkpoint of the same architecture and options")
+    if fresh:  # only once the backbone is known to fit, so that a wrong checkpoint gets one clear error
+        log.warning("%s: checkpoint heads have %d classes, the model has %d: keeping the backbone, "
+                    "training fresh heads", Path(path).name, checkpoint_classes, model.num_classes)
     model.load_state_dict(state, strict=False)

@@ -50,17 +50,27 @@ class ImageClassifier(nn.Module):
         """Logits and the auxiliary logits (none for models without aux heads): the trainer's door to them."""
         return self(x), []
 
+    def train(self, mode: bool = True):
+        """Sets training mode, except for normalization layers frozen by ``inceptorch.freeze``.
+
+        Those keep eval mode, so their running statistics stay those of the checkpoint whatever
+        the trainer calls; the flag lives on the layer and survives copies and pickling.
+        """
+        super().train(mode)
+        for module in self.modules():
+            if getattr(module, "keep_eval", False):
+                module.eval()
+        return self
+
     @property
     def has_aux(self) -> bool:
         return any(getattr(self, name, None) is not None for name in self.aux_heads)
 
     def reset_classifier(self, num_classes: int) -> None:
         """Replaces the main and auxiliary heads with fresh ones for ``num_classes`` classes."""
-        for path in self.head_layers:
+        for path in self.present_head_layers():  # aux heads that are off are None: nothing to resize
             parent_path, _, name = path.rpartition(".")
             parent = self.get_submodule(parent_path) if parent_path else self
-            if parent is None or getattr(parent, name, None) is None:
-                continue
             setattr(parent, name, _resized_head(getattr(parent, name), num_classes))
         self.num_classes = num_classes
 

@@ -1,0 +1,237 @@
+"""Training options: one dataclass whose every field is also a flag of ``inceptorch train``.
+
+Options are resolved in one order, lowest first: the defaults below, a recipe file, the saved
+config of a run being resumed, then what the caller gave explicitly (CLI flags or dict keys).
+"""
+
+import dataclasses
+import difflib
+import json
+import math
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+
+import yaml
+
+from .errors import ConfigError
+
+RECIPES_DIR = Path(__file__).parent / "recipes"
+OPTIMIZERS = ("sgd", "adam", "adamw", "rmsprop")
+SCHEDULES = ("cosine", "onecycle", "step", "constant")
+AUGMENTATIONS = ("flip", "crop")
+DEVICES = ("auto", "cpu", "cuda")
+WEIGHT_ORIGINS = ("auto", "torchvision", "timm", "imagenet")
+
+
+def _opt(default, help: str, metavar: str | None = None):
+    """A field with its CLI help text (and the placeholder shown for its value)."""
+    return field(default=default, metadata={"help": help, "metavar": metavar})
+
+
+@dataclass
+class TrainConfig:
+    # what to train on what
+    model: str = _opt("mnist_inception", "model name (see `inceptorch list`)")
+    model_args: dict = field(default_factory=dict, metadata={
+        "help": "extra model options, KEY=VALUE[,KEY=VALUE] (for instance width=0.5)", "metavar": "K=V,..."})
+    data: str = _opt("builtin", "builtin, mnist, fashion-mnist, cifar10, a .npz file or an image folder")
+    data_root: str | None = _opt(None, "folder holding a local copy of mnist, fashion-mnist or cifar10")
+    val_split: float = _opt(0.1, "part of the training data held out for validation where the data has no "
+                            "val split: a fraction, or a number of images when 1 or more")
+    train_samples: int | None = _opt(None, "use only the first N training images (quick runs)")
+    val_samples: int | None = _opt(None, "use only the first N validation images (quick runs)")
+    recipe: str | None = _opt(None, "a recipe: a name from inceptorch/recipes or a YAML file; flags override "
+                              "its options")
+    # inputs as the model sees them
+    image_size: int | None = _opt(None, "input side in pixels (default: the model's own size, or the data's "
+                                  "own for small-image models)")
+    in_chans: int | None = _opt(None, "input channels of the model (default: the data's; grey data is "
+                                "repeated to RGB for 3)")
+    mean: tuple[float, ...] | None = _opt(None, "normalization mean per channel (default: the training "
+                                          "data's)", "M[,M,M]")
+    std: tuple[float, ...] | None = _opt(None, "normalization std per channel (default: the training data's)",
+                                         "S[,S,S]")
+    augment: str = _opt("", "batch augmentations, comma separated: flip, crop", "flip,crop")
+    workers: int = _opt(2, "data loader processes for image folders")
+    strict: bool = _opt(False, "stop on an unreadable image instead of skipping it with a warning")
+    # loss and optimization
+    epochs: int = _opt(10, "training epochs")
+    batch_size: int = _opt(128, "global batch size (split across processes under torchrun)")
+    lr: float = _opt(0.05, "peak learning rate")
+    optimizer: str = _opt("sgd", f"one of {', '.join(OPTIMIZERS)}")
+    momentum: float = _opt(0.9, "momentum of sgd and rmsprop")
+    nesterov: bool = _opt(False, "Nesterov momentum for sgd")
+    weight_decay: float = _opt(5e-4, "weight decay (decoupled for adamw)")
+    schedule: str = _opt("cosine", f"learning-rate schedule: {', '.join(SCHEDULES)}")
+    warmup_epochs: float = _opt(0.0, "linear warm-up from lr/10 at the start (onecycle: its rising part)")
+    step_epochs: int = _opt(30, "step schedule: epochs between learning-rate drops")
+    step_gamma: float = _opt(0.1, "step schedule: factor of each drop")
+    label_smoothing: float = _opt(0.0, "label smoothing of the cross-entropy")
+    aux_weight: float | None = _opt(None, "weight of the auxiliary losses (default: the model's own, "
+                                    "0.3 for googlenet, 0.4 for inception_v3; 0 turns aux heads off)")
+    grad_clip: float = _opt(0.0, "clip the gradient norm to this value (0: off)")
+    seed: int = _opt(0, "random seed: weights, data order and augmentation")
+    # transfer learning (inceptorch finetune)
+    weights: str | None = _opt(None, "start from this checkpoint (inceptorch's, torchvision's or timm's); heads "
+                               "for other classes start fresh", metavar="CKPT")
+    weights_origin: str = _opt("auto", "whose preprocessing the --weights expect: auto (the checkpoint's own, "
+                               "else the model's layout), torchvision, timm or imagenet")
+    freeze: str = _opt("none", "what stays fixed: backbone (train the heads only), none, or a block name "
+                       "(that block and every layer before it)", metavar="backbone|none|BLOCK")
+    unfreeze_after: int | None = _opt(None, "train the whole model after this many epochs (second phase)",
+                                      metavar="EPOCHS")
+    lr_unfrozen: float | None = _opt(None, "peak learning rate of the parameters --unfreeze-after frees "
+                                     "(default: --lr / 10)")
+    # where and how it runs
+    device: str = _opt("auto", "auto, cpu or cuda")
+    amp: bool = _opt(False, "mixed precision (bfloat16, or float16 with loss scaling on older GPUs)")
+    channels_last: bool = _opt(False, "channels-last memory format")
+    compile: bool = _opt(False, "torch.compile the model")
+    # run folder
+    out_dir: str = _opt("runs", "folder of run folders")
+    name: str | None = _opt(None, "run folder name (default: MODEL-DATA, numbered when taken)")
+    resume: str | None = _opt(None, "continue the run in this folder from its last checkpoint", "RUN_DIR")
+    quiet: bool = _opt(False, "no progress bars or per-epoch lines on the console")
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+FIELDS = {f.name: f for f in fields(TrainConfig)}
+
+
+def _known(key: str, where: str) -> str:
+    if key not in FIELDS:
+        close = difflib.get_close_matches(key, FIELDS, n=1)
+        hint = f": did you mean '{close[0]}'?" if close else f": known options are {', '.join(FIELDS)}"
+        raise ConfigError(f"unknown option '{key}' in {where}{hint}")
+    return key
+
+
+def _split_list(value) -> list:
+    return [v.strip() for v in value.split(",") if v.strip()] if isinstance(value, str) else list(value)
+
+
+def _normalize(key: str, value):
+    """Brings a value from YAML, JSON or the command line to the field's type."""
+    if value is None:
+        return None
+    if key == "augment" and not isinstance(value, str):
+        return ",".join(value)
+    if key in ("mean", "std"):
+        return tuple(float(v) for v in _split_list(value))
+    if key == "model_args" and isinstance(value, str):
+        pairs = [item.split("=", 1) for item in _split_list(value)]
+        if any(len(p) != 2 for p in pairs):
+            raise ConfigError(f"--model-args '{value}' is not a list of KEY=VALUE pairs")
+        return {k.strip(): yaml.safe_load(v) for k, v in pairs}
+    kind = FIELDS[key].type
+    try:
+        if kind in (int, int | None):
+            if isinstance(value, float) and not value.is_integer():
+                raise ValueError
+            return int(value)
+        if kind in (float, float | None):
+            return float(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"option {key} must be a number, got {value!r}") from None
+    return value
+
+
+def load_recipe(recipe: str) -> dict:
+    """Options of a recipe: a YAML file path, or the name of one shipped in inceptorch/recipes."""
+    path = Path(recipe)
+    if not path.is_file():
+        path = RECIPES_DIR / f"{recipe}.yaml"
+    if not path.is_file():
+        names = sorted(p.stem for p in RECIPES_DIR.glob("*.yaml"))
+        raise ConfigError(f"recipe '{recipe}' is neither a file nor a shipped recipe: choose one of "
+                          f"{', '.join(names) or '(none shipped yet)'} or give a YAML file path")
+    try:
+        options = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise ConfigError(f"recipe {path} is not valid YAML ({str(e).splitlines()[0]}): fix the file"
+                          ) from None
+    if not isinstance(options, dict):
+        raise ConfigError(f"recipe {path} must be a mapping of options (key: value lines)")
+    for key in ("recipe", "resume"):
+        if key in options:
+            raise ConfigError(f"recipe {path} may not set '{key}'")
+    return {_known(str(k).replace("-", "_"), f"recipe {path}"): v for k, v in options.items()}
+
+
+def saved_config(run_dir) -> dict:
+    """The resolved options a run folder was started with."""
+    path = Path(run_dir) / "config.json"
+    if not path.is_file():
+        raise ConfigError(f"{run_dir} is not a run folder (no config.json): give the folder a run was "
+                          "written to, for instance --resume runs/NAME")
+    return {k: v for k, v in json.loads(path.read_text()).items() if k in FIELDS}
+
+
+def resolve(config=None, **overrides) -> TrainConfig:
+    """Defaults < recipe < resumed run's config < explicit options; then checks every value.
+
+    ``config`` is a dict of explicit options or a ``TrainConfig`` (whose fields that differ from the
+    defaults count as explicit).
+    """
+    if isinstance(config, TrainConfig):
+        default = TrainConfig()
+        explicit = {k: v for k, v in config.to_dict().items() if v != getattr(default, k)}
+    else:
+        explicit = {_known(k.replace("-", "_"), "the options"): v for k, v in (config or {}).items()}
+    explicit.update({_known(k, "the options"): v for k, v in overrides.items()})
+
+    options: dict = {}
+    if explicit.get("resume"):
+        options.update(saved_config(explicit["resume"]))
+    elif explicit.get("recipe"):
+        options.update(load_recipe(explicit["recipe"]))
+    options = {k: _normalize(k, v) for k, v in {**options, **explicit}.items()}
+    resolved = TrainConfig(**options)
+    check(resolved)
+    return resolved
+
+
+def check(c: TrainConfig) -> None:
+    """Refuses values that cannot work, with the fix in the message."""
+    def need(ok: bool, message: str):
+        if not ok:
+            raise ConfigError(message)
+
+    need(c.lr > 0 and math.isfinite(c.lr),
+         f"--lr must be a positive number, got {c.lr}: for instance --lr 0.05")
+    need(c.batch_size > 0,
+         f"--batch-size must be at least 1, got {c.batch_size}: for instance --batch-size 128")
+    need(c.epochs > 0, f"--epochs must be at least 1, got {c.epochs}")
+    need(c.val_split > 0, f"--val-split must be a fraction above 0 or a number of images, got {c.val_split}")
+    need(c.optimizer in OPTIMIZERS,
+         f"unknown optimizer '{c.optimizer}': choose one of {', '.join(OPTIMIZERS)}")
+    need(c.schedule in SCHEDULES, f"unknown schedule '{c.schedule}': choose one of {', '.join(SCHEDULES)}")
+    need(c.device in DEVICES or c.device.startswith("cuda:"),
+         f"unknown device '{c.device}': choose auto, cpu, cuda or cuda:N")
+    unknown = [a for a in _split_list(c.augment) if a not in AUGMENTATIONS]
+    need(not unknown, f"unknown augmentation '{','.join(unknown)}': choose from {', '.join(AUGMENTATIONS)}")
+    need(0 <= c.label_smoothing < 1, f"--label-smoothing must be in [0, 1), got {c.label_smoothing}")
+    need(c.aux_weight is None or c.aux_weight >= 0, f"--aux-weight must be 0 or more, got {c.aux_weight}")
+    need(c.grad_clip >= 0, f"--grad-clip must be 0 (off) or more, got {c.grad_clip}")
+    need(c.weight_decay >= 0, f"--weight-decay must be 0 or more, got {c.weight_decay}")
+    need(0 <= c.warmup_epochs < c.epochs, f"--warmup-epochs must be in [0, epochs), got {c.warmup_epochs}")
+    need(c.step_epochs > 0, f"--step-epochs must be at least 1, got {c.step_epochs}")
+    need(c.workers >= 0, f"--workers must be 0 or more, got {c.workers}")
+    need(c.weights_origin in WEIGHT_ORIGINS,
+         f"unknown --weights-origin '{c.weights_origin}': choose one of {', '.join(WEIGHT_ORIGINS)}")
+    need(c.unfreeze_after is None or (c.freeze != "none" and 1 <= c.unfreeze_after < c.epochs),
+         f"--unfreeze-after must be between 1 and --epochs - 1 ({c.epochs - 1}) with --freeze set, "
+         f"got {c.unfreeze_after}")
+    need(c.lr_unfrozen is None or (c.lr_unfrozen > 0 and math.isfinite(c.lr_unfrozen)),
+         f"--lr-unfrozen must be a positive number, got {c.lr_unfrozen}")
+    for key in ("train_samples", "val_samples", "image_size", "in_chans"):
+        value = getattr(c, key)
+        need(value is None or value > 0, f"--{key.replace('_', '-')} must be at least 1, got {value}")
+    need(c.in_chans in (None, 1, 3), f"--in-chans must be 1 or 3, got {c.in_chans}")
+    for key in ("mean", "std"):
+        value = getattr(c, key)
+        need(value is None or len(value) in (1, 3), f"--{key} takes 1 or 3 comma-separated numbers")
+    need(c.std is None or min(c.std) > 0, "--std values must be positive")
+    need(isinstance(c.model_args, dict), "model_args must be a mapping of option names to values")

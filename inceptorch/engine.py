@@ -1,0 +1,459 @@
+"""Training and evaluation.
+
+``train(config)`` resolves the options, reads the data, builds the model and hands them to ``fit``,
+the training loop, written out in one function so that it reads from top to bottom. The same code
+runs alone or as one of N processes under ``torchrun`` (DistributedDataParallel; each process takes
+its share of every global batch; metrics are summed over processes; only process 0 writes).
+"""
+
+import logging
+import math
+import os
+import sys
+import time
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from torch import nn
+
+from . import data as datasets
+from . import runs, transfer
+from .config import TrainConfig, resolve
+from .errors import ConfigError, DataError, TrainingError
+from .models.registry import create_model, load_model, model_entry
+from .weights import read_metadata
+
+log = logging.getLogger("inceptorch")
+
+
+@dataclass
+class TrainResult:
+    run_dir: Path | None  # None in the processes of a distributed run that do not write
+    metrics: dict  # the last epoch's row of metrics.csv
+    best_val_acc: float
+    best_epoch: int
+    history: list[dict] = field(repr=False)
+
+    @property
+    def best_weights(self) -> Path | None:
+        return self.run_dir / "best.safetensors" if self.run_dir else None
+
+
+@dataclass
+class EvalResult:
+    accuracy: float
+    loss: float
+    num_images: int
+    classes: list[str]
+    per_class: dict[str, dict]  # class -> precision, recall, f1, support
+    confusion: list[list[int]]  # rows: true class, columns: predicted class
+
+
+@dataclass
+class Processes:
+    """Where this process stands in a distributed run (rank 0 of 1 when alone)."""
+
+    rank: int = 0
+    world: int = 1
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+    def sum(self, tensor: torch.Tensor) -> torch.Tensor:
+        if self.world > 1:
+            tensor = tensor.clone()
+            dist.all_reduce(tensor)
+        return tensor
+
+
+# ---------------------------------------------------------------------------------------------------
+# Pieces of the loop
+
+
+def pick_device(option: str, local_rank: int = 0) -> torch.device:
+    if option == "auto":
+        option = "cuda" if torch.cuda.is_available() else "cpu"
+    if option.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise ConfigError(f"--device {option} asks for a GPU, but no CUDA GPU is visible: use "
+                              "--device cpu")
+        device = torch.device(option if ":" in option else f"cuda:{local_rank}")
+        torch.cuda.set_device(device)
+        return device
+    return torch.device(option)
+
+
+def make_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
+    """Weight decay on weights only: biases and batch-norm parameters are left free.
+
+    With ``--unfreeze-after``, the parameters frozen now join at ``--lr-unfrozen``: they get no gradient,
+    so no step touches them, until the second phase frees them.
+    """
+    def groups_of(params, lr):
+        return [{"params": [p for p in params if p.dim() > 1], "weight_decay": config.weight_decay, "lr": lr},
+                {"params": [p for p in params if p.dim() <= 1], "weight_decay": 0.0, "lr": lr}]
+
+    groups = groups_of([p for p in model.parameters() if p.requires_grad], config.lr)
+    if config.unfreeze_after is not None:
+        groups += groups_of([p for p in model.parameters() if not p.requires_grad],
+                            config.lr_unfrozen or config.lr / 10)
+    if config.optimizer == "sgd":
+        return torch.optim.SGD(groups, lr=config.lr, momentum=config.momentum,
+                               nesterov=config.nesterov and config.momentum > 0)
+    if config.optimizer == "adam":
+        return torch.optim.Adam(groups, lr=config.lr)
+    if config.optimizer == "adamw":
+        return torch.optim.AdamW(groups, lr=config.lr)
+    # Inception v3's RMSProp: decay 0.9, epsilon 1.0
+    return torch.optim.RMSprop(groups, lr=config.lr, alpha=0.9, eps=1.0, momentum=config.momentum)
+
+
+def lr_factor(step: int, total: int, config: TrainConfig, steps_per_epoch: int) -> float:
+    """The learning rate at ``step`` as a fraction of ``--lr``: a function of the step alone, so resuming
+    only needs the step count."""
+    warmup = round(config.warmup_epochs * steps_per_epoch)
+    if config.schedule == "onecycle":
+        rise = warmup or max(1, round(0.25 * total))
+        if step < rise:  # cosine from lr / 25 up to lr
+            return 0.04 + 0.96 * (1 - math.cos(math.pi * step / rise)) / 2
+        return 1e-4 + (1 - 1e-4) * (1 + math.cos(math.pi * (step - rise) / max(1, total - rise))) / 2
+    if step < warmup:
+        return 0.1 + 0.9 * step / warmup
+    if config.schedule == "cosine":
+        return (1 + math.cos(math.pi * (step - warmup) / max(1, total - warmup))) / 2
+    if config.schedule == "step":
+        return config.step_gamma ** (step // steps_per_epoch // config.step_epochs)
+    return 1.0
+
+
+def training_loss(logits, aux_logits, target, aux_weight: float, label_smoothing: float = 0.0
+                  ) -> torch.Tensor:
+    """Cross-entropy of the main head plus ``aux_weight`` times that of each auxiliary head (GoogLeNet's
+    0.3, Inception v3's 0.4), computed in float32 even under autocast."""
+    loss = F.cross_entropy(logits.float(), target, label_smoothing=label_smoothing)
+    for aux in aux_logits:
+        loss = loss + aux_weight * F.cross_entropy(aux.float(), target, label_smoothing=label_smoothing)
+    return loss
+
+
+def classification_report(confusion: torch.Tensor, classes: list[str]) -> dict:
+    """Accuracy, and precision, recall and F1 per class, from a confusion matrix (rows: true class)."""
+    confusion = confusion.double()
+    hits = confusion.diagonal()
+    precision = hits / confusion.sum(0).clamp_min(1)
+    recall = hits / confusion.sum(1).clamp_min(1)
+    f1 = 2 * precision * recall / (precision + recall).clamp_min(1e-12)
+    per_class = {name: {"precision": p, "recall": r, "f1": f, "support": int(s)}
+                 for name, p, r, f, s in zip(classes, precision.tolist(), recall.tolist(), f1.tolist(),
+                                             confusion.sum(1).tolist())}
+    return {"accuracy": (hits.sum() / confusion.sum().clamp_min(1)).item(), "classes": per_class,
+            "confusion": confusion.long().tolist()}
+
+
+@torch.no_grad()
+def evaluate_batches(model: nn.Module, batches, num_classes: int, device: torch.device,
+                     processes: Processes | None = None, amp_dtype=None) -> dict:
+    """Loss, accuracy and confusion matrix of ``model`` over every image of ``batches`` (all processes)."""
+    processes = processes or Processes()
+    model.eval()
+    loss_sum = torch.zeros((), dtype=torch.float64, device=device)
+    confusion = torch.zeros(num_classes * num_classes, dtype=torch.long, device=device)
+    for x, y in batches:
+        x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+        with torch.autocast(device.type, dtype=amp_dtype or torch.bfloat16, enabled=amp_dtype is not None):
+            logits = model(x).float()
+        loss_sum += F.cross_entropy(logits, y, reduction="sum").double()
+        confusion += torch.bincount(y * num_classes + logits.argmax(1), minlength=num_classes * num_classes)
+    loss_sum = processes.sum(loss_sum)
+    confusion = processes.sum(confusion).view(num_classes, num_classes).cpu()
+    count = int(confusion.sum())
+    return {"loss": loss_sum.item() / max(count, 1), "acc": confusion.diagonal().sum().item() / max(count, 1),
+            "confusion": confusion, "count": count}
+
+
+class _WithAux(nn.Module):
+    """Training forward through ``forward_with_aux``, as a module so that DDP and compile wrap it whole."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+
+    def forward(self, x):
+        return self.model.forward_with_aux(x)
+
+
+def _amp_dtype(config: TrainConfig, device: torch.device):
+    if not config.amp:
+        return None
+    if device.type == "cuda" and not torch.cuda.is_bf16_supported():
+        return torch.float16
+    return torch.bfloat16
+
+
+def _say(line: str, run, quiet: bool) -> None:
+    """A line for train.log and, unless quiet, the console (only the process with the run folder speaks)."""
+    if run is not None:
+        run.note(line)
+        if not quiet:
+            print(line, flush=True)
+
+
+def _progress(total: int, description: str, enabled: bool):
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc=description, leave=False, dynamic_ncols=True, disable=not enabled,
+                file=sys.stderr)
+
+
+# ---------------------------------------------------------------------------------------------------
+# The loop
+
+
+def fit(model, loaders: dict, config: TrainConfig, run: "runs.Run | None" = None, *,
+        metadata: dict | None = None, state: dict | None = None, processes: Processes | None = None,
+        device=None) -> list[dict]:
+    """Trains ``model`` on ``loaders['train']`` for ``config.epochs`` epochs, scoring ``loaders['val']``
+    after each; with ``run``, writes metrics and checkpoints; with ``state`` (from ``runs.load_state``),
+    continues where that run stopped. Returns the metrics of every epoch."""
+    processes = processes or Processes()
+    device = device or torch.device("cpu")
+    train_batches, val_batches = loaders["train"], loaders["val"]
+    classes = getattr(model, "class_names", None) or [str(i) for i in range(model.num_classes)]
+    aux_weight = config.aux_weight or 0.0
+    memory_format = torch.channels_last if config.channels_last else torch.preserve_format
+    model.to(device, memory_format=memory_format)
+
+    frozen = config.freeze
+    if frozen != "none":
+        transfer.freeze(model, frozen)  # the first phase: the optimizer sees what it trains, and what comes later
+    optimizer = make_optimizer(model, config)
+    steps_per_epoch = len(train_batches)
+    total_steps = config.epochs * steps_per_epoch
+    schedule = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda step: lr_factor(step, total_steps, config, steps_per_epoch))
+    amp_dtype = _amp_dtype(config, device)
+    scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
+    history, best_acc, best_epoch, start_epoch = [], -1.0, 0, 0
+    if state is not None:
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        schedule.load_state_dict(state["schedule"])
+        scaler.load_state_dict(state["scaler"])
+        history, start_epoch = state["history"], state["epoch"]
+        best_acc, best_epoch = state["best_val_acc"], state["best_epoch"]
+        log.info("resuming %s after epoch %d of %d", run.dir if run else "", start_epoch, config.epochs)
+
+    def wrapped():
+        """The training forward, compiled and distributed as asked. DDP learns which parameters need
+        gradients when it is built, so a phase that frees more of them builds it again."""
+        forward = _WithAux(model)
+        if config.compile:
+            forward = torch.compile(forward)
+        if processes.world > 1:
+            forward = nn.parallel.DistributedDataParallel(forward,
+                                                          device_ids=[device] if device.type == "cuda" else None)
+        return forward
+
+    forward = wrapped()
+    step = start_epoch * steps_per_epoch
+
+    for epoch in range(start_epoch, config.epochs):
+        if transfer.frozen_part(config, epoch) != frozen:
+            frozen = transfer.frozen_part(config, epoch)
+            _say(f"epoch {epoch + 1}: training the whole model from now on", run, quiet=config.quiet)
+            transfer.freeze(model, frozen)
+            forward = wrapped()
+        torch.manual_seed(datasets.epoch_seed(config.seed, epoch, processes.rank + 1))  # dropout and the like
+        train_batches.set_epoch(epoch)
+        model.train()
+        started = time.perf_counter()
+        loss_sum, correct, seen = 0.0, torch.zeros((), dtype=torch.long, device=device), 0
+        bar = _progress(len(train_batches), f"epoch {epoch + 1}/{config.epochs}",
+                        processes.main and not config.quiet and sys.stderr.isatty())
+        for batch, (x, y) in enumerate(train_batches):
+            x = x.to(device, non_blocking=True, memory_format=memory_format)
+            y = y.to(device, non_blocking=True)
+            with torch.autocast(device.type, dtype=amp_dtype or torch.bfloat16,
+                                enabled=amp_dtype is not None):
+                logits, aux_logits = forward(x)
+                loss = training_loss(logits, aux_logits, y, aux_weight, config.label_smoothing)
+            step_loss = (processes.sum(loss.detach()) / processes.world).item()
+            if not math.isfinite(step_loss):
+                kept = (f"the last good checkpoint, {run.dir / 'last.safetensors'} (epoch {len(history)}), "
+                        "is kept" if run and history
+                        else "no epoch had finished, so no checkpoint was written")
+                raise TrainingError(f"the loss became {step_loss} at step {step + 1} (epoch {epoch + 1}, "
+                                    f"batch {batch + 1}, learning rate {schedule.get_last_lr()[0]:.3g}): "
+                                    f"training stopped and {kept}; lower the learning rate, for instance "
+                                    f"--lr {config.lr / 10:g}")
+            optimizer.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            if config.grad_clip:
+                scaler.unscale_(optimizer)
+                nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
+            scaler.step(optimizer)
+            scaler.update()
+            schedule.step()
+            step += 1
+
+            loss_sum += step_loss * len(y)
+            correct += (logits.argmax(1) == y).sum()
+            seen += len(y)
+            bar.update()
+            if bar.n % 10 == 0 or bar.n == bar.total:
+                elapsed = time.perf_counter() - started
+                bar.set_postfix(loss=f"{loss_sum / seen:.3f}", acc=f"{correct.item() / seen:.3f}",
+                                img_s=f"{seen * processes.world / elapsed:.0f}", refresh=False)
+        bar.close()
+        train_seconds = time.perf_counter() - started
+        totals = processes.sum(torch.tensor([correct.item(), seen], dtype=torch.float64, device=device))
+        totals = totals.tolist()
+        val = evaluate_batches(model, val_batches, model.num_classes, device, processes, amp_dtype)
+        row = {"epoch": epoch + 1, "train_loss": loss_sum / max(seen, 1),
+               "train_acc": totals[0] / max(totals[1], 1), "val_loss": val["loss"], "val_acc": val["acc"],
+               "lr": optimizer.param_groups[0]["lr"],
+               "images_per_s": totals[1] / train_seconds, "seconds": time.perf_counter() - started}
+        history.append(row)
+        improved = row["val_acc"] > best_acc
+        if improved:
+            best_acc, best_epoch = row["val_acc"], epoch + 1
+        if run is not None:
+            state = {"epoch": epoch + 1, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                     "schedule": schedule.state_dict(), "scaler": scaler.state_dict(), "history": history,
+                     "best_val_acc": best_acc, "best_epoch": best_epoch}
+            saved_with = {**(metadata or {}), "epoch": epoch + 1, "val_acc": row["val_acc"]}
+            run.save_checkpoint(model, state, saved_with, improved)
+            run.log_epoch(history)
+        line = (f"epoch {epoch + 1}/{config.epochs}  loss {row['train_loss']:.3f}  "
+                f"train acc {row['train_acc']:.3f}  val acc {row['val_acc']:.3f}  "
+                f"{row['images_per_s']:.0f} img/s  {row['seconds']:.1f} s")
+        _say(line, run, quiet=config.quiet)
+
+    if run is not None and start_epoch < config.epochs:
+        run.finish(history, classification_report(val["confusion"], classes))
+    return history
+
+
+# ---------------------------------------------------------------------------------------------------
+# The public entry points
+
+
+def _start_processes(config: TrainConfig) -> tuple[Processes, torch.device, bool]:
+    """Joins the process group when started by torchrun (WORLD_SIZE > 1); returns whether it started one."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    device = pick_device(config.device, int(os.environ.get("LOCAL_RANK", "0")))
+    started = False
+    if world > 1 and not dist.is_initialized():
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+        started = True
+    if world > 1:
+        return Processes(dist.get_rank(), dist.get_world_size()), device, started
+    return Processes(), device, started
+
+
+def _aux_weight(config: TrainConfig) -> float:
+    """``--aux-weight``, or the model's own default (its class attribute ``aux_weight``)."""
+    if config.aux_weight is not None:
+        return config.aux_weight
+    if not model_entry(config.model).has_aux:
+        return 0.0
+    with torch.device("meta"):
+        probe = create_model(config.model, num_classes=2, in_chans=1, aux_logits=True, **config.model_args)
+    return float(getattr(probe, "aux_weight", 0.0))
+
+
+def build_model(config: TrainConfig, classes: list[str], in_chans: int):
+    """The model ``config`` names, for these classes and input channels, with aux heads when weighted."""
+    try:
+        model = create_model(config.model, num_classes=len(classes), in_chans=in_chans,
+                             aux_logits=bool(config.aux_weight), weights=config.weights, **config.model_args)
+    except TypeError as e:
+        raise ConfigError(f"{config.model} does not take the options {config.model_args} ({e}): check "
+                          "--model-args") from None
+    model.class_names = list(classes)
+    return model
+
+
+def _data_spec(config: TrainConfig) -> dict:
+    """Where the data came from, so that evaluate can find the same validation images again."""
+    data = config.data
+    if data not in datasets.KNOWN_SETS and Path(data).exists():
+        data = str(Path(data).resolve())
+    return {"data": data, "data_root": config.data_root and str(Path(config.data_root).resolve()),
+            "val_split": config.val_split}
+
+
+def train(config: TrainConfig | dict | None = None, **options) -> TrainResult:
+    """Trains a model as ``config`` (or keyword options) says and returns the final metrics and run folder.
+
+    >>> inceptorch.train({"model": "mnist_inception", "data": "mnist", "data_root": "../shared/data"})
+    """
+    config = resolve(config, **options)
+    config = replace(config, aux_weight=_aux_weight(config))
+    processes, device, started = _start_processes(config)
+    try:
+        torch.manual_seed(config.seed)
+        source = datasets.open_source(config)
+        model = build_model(config, source.classes, config.in_chans or source.channels)
+        config = transfer.with_checkpoint_normalization(config, model)
+        prep = datasets.preprocessing(source, model, config)
+        loaders = datasets.loaders(source, prep, config, rank=processes.rank, world=processes.world,
+                                   device=device)
+        state = runs.load_state(config.resume) if config.resume else None
+        run = runs.Run(config) if processes.main else None
+        try:
+            params = sum(p.numel() for p in model.parameters())
+            where = f"{device}, {processes.world} processes" if processes.world > 1 else str(device)
+            _say(f"{config.model} ({params / 1e6:.2f} M parameters) on {source.name}: "
+                 f"{len(source.splits['train'])} training and {len(source.splits['val'])} validation "
+                 f"images at {prep.crop}x{prep.crop}x{len(prep.mean)}, {where}", run, quiet=config.quiet)
+            metadata = {"preprocessing": prep.to_dict(), "data": _data_spec(config)}
+            history = fit(model, loaders, config, run, metadata=metadata, state=state, processes=processes,
+                          device=device)
+        finally:
+            if run is not None:
+                run.close()
+    finally:
+        if started:
+            dist.destroy_process_group()
+    best = max(history, key=lambda row: row["val_acc"])
+    return TrainResult(run.dir if run else None, history[-1], best["val_acc"], best["epoch"], history)
+
+
+def evaluate(weights, data: str | None = None, *, split: str = "val", data_root: str | None = None,
+             val_split: float | None = None, batch_size: int = 256, device: str = "auto", workers: int = 2,
+             strict: bool = False) -> EvalResult:
+    """Scores a checkpoint on a split of a data set (by default the one it was trained on and validated
+    with): accuracy, per-class precision and recall, confusion matrix."""
+    if split not in ("val", "test"):
+        raise ConfigError(f"--split must be val or test, got '{split}'")
+    model = load_model(weights)
+    meta = read_metadata(weights)
+    spec = meta.get("data", {})
+    data = data or spec.get("data")
+    if data is None:
+        raise ConfigError(f"{weights} does not record its data set: pass --data")
+    same_data = data == spec.get("data")
+    config = resolve({"data": data, "model": meta["model"], "batch_size": batch_size, "workers": workers,
+                      "strict": strict,
+                      "data_root": data_root or (spec.get("data_root") if same_data else None),
+                      "val_split": val_split or (spec.get("val_split") if same_data else None) or 0.1})
+    source = datasets.open_source(config, (split,))
+    classes = model.class_names or source.classes
+    if len(source.classes) != len(classes) or (model.class_names and source.classes != classes):
+        raise DataError(f"{weights} was trained on the classes {', '.join(classes)}, but {data} has "
+                        f"{', '.join(source.classes)}: evaluate on data with the same classes")
+    prep_fields = meta.get("preprocessing")
+    prep = (datasets.Preprocessing.from_dict(prep_fields) if prep_fields
+            else datasets.preprocessing(datasets.open_source(config), model, config))
+    device = pick_device(device)
+    batches = datasets.loaders(source, prep, config, device=device)[split]
+    model.to(device)
+    scored = evaluate_batches(model, batches, len(classes), device)
+    report = classification_report(scored["confusion"], classes)
+    return EvalResult(report["accuracy"], scored["loss"], scored["count"], list(classes), report["classes"],
+                      report["confusion"])

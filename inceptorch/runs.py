@@ -1,0 +1,180 @@
+"""The run folder: everything a training run leaves behind, each file written so that a crash never
+leaves it torn.
+
+``runs/<name>/`` holds config.json (the resolved options), metrics.csv and metrics.json (one row per
+epoch), TensorBoard event files, curves.png, confusion.png and per_class.json (validation), train.log,
+``last.safetensors`` and ``best.safetensors`` (weights with the metadata that ``load_model`` needs), and
+``last.state.pt``, the one file ``--resume`` reads: model, optimizer, scheduler and loss-scaler states,
+epoch and metrics history, written last and atomically, so that it always describes a finished epoch.
+"""
+
+import csv
+import io
+import json
+import logging
+import pickle
+import time
+import zipfile
+from pathlib import Path
+
+import torch
+
+from .errors import CheckpointError, ConfigError
+from .weights import save_weights, write_atomically
+
+log = logging.getLogger("inceptorch")
+
+STATE_FILE = "last.state.pt"
+PLOT_INTERVAL_S = 60
+
+
+def _unused_name(out_dir: Path, base: str) -> str:
+    if not (out_dir / base).exists():
+        return base
+    number = 2
+    while (out_dir / f"{base}-{number}").exists():
+        number += 1
+    return f"{base}-{number}"
+
+
+class Run:
+    """Writes one run folder. Only the main process of a distributed run has one."""
+
+    def __init__(self, config):
+        if config.resume:
+            self.dir = Path(config.resume)
+        else:
+            out_dir = Path(config.out_dir)
+            if config.name and (out_dir / config.name).exists():
+                raise ConfigError(f"run folder {out_dir / config.name} exists already: choose another "
+                                  f"--name, or continue it with --resume {out_dir / config.name}")
+            data_name = Path(config.data).stem if config.data.endswith(".npz") else Path(config.data).name
+            self.dir = out_dir / (config.name or _unused_name(out_dir, f"{config.model}-{data_name}"))
+        try:
+            self.dir.mkdir(parents=True, exist_ok=True)
+            probe = self.dir / ".write-test"
+            probe.write_bytes(b"")
+            probe.unlink()
+        except OSError as e:
+            raise ConfigError(f"cannot write the run folder {self.dir} ({e.strerror}): choose another "
+                              "--out-dir")
+        saved = {**config.to_dict(), "resume": None}
+        write_atomically(self.dir / "config.json", json.dumps(saved, indent=2).encode())
+        self.log_handler = logging.FileHandler(self.dir / "train.log")
+        self.log_handler.setFormatter(logging.Formatter("%(asctime)s %(message)s"))
+        log.addHandler(self.log_handler)
+        self._tensorboard = None
+        self._plotted = time.monotonic()
+
+    def log_epoch(self, history: list[dict]) -> None:
+        """Rewrites metrics.csv and metrics.json from the whole history and adds the last epoch to
+        TensorBoard; redraws curves.png a minute after its last drawing (drawing takes longer than a
+        small epoch; ``finish`` draws the final one)."""
+        columns = list(history[0])
+        text = io.StringIO()
+        writer = csv.DictWriter(text, columns, lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(history)
+        write_atomically(self.dir / "metrics.csv", text.getvalue().encode())
+        write_atomically(self.dir / "metrics.json", json.dumps(history, indent=1).encode())
+        if self._tensorboard is None:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self._tensorboard = SummaryWriter(str(self.dir))
+        last = history[-1]
+        for key, value in last.items():
+            if key != "epoch":
+                self._tensorboard.add_scalar(key.replace("_", "/", 1), value, last["epoch"])
+        self._tensorboard.flush()
+        if time.monotonic() - self._plotted > PLOT_INTERVAL_S:
+            _plot_curves(history, self.dir / "curves.png")
+            self._plotted = time.monotonic()
+
+    def save_checkpoint(self, model, state: dict, metadata: dict, best: bool) -> None:
+        """Weights (last, and best when it improved), then the resume state, which commits the epoch."""
+        save_weights(model, self.dir / "last.safetensors", metadata)
+        if best:
+            save_weights(model, self.dir / "best.safetensors", metadata)
+        buffer = io.BytesIO()
+        torch.save(state, buffer)
+        write_atomically(self.dir / STATE_FILE, buffer.getvalue())
+
+    def finish(self, history: list[dict], report: dict) -> None:
+        """The final curves.png, and per_class.json and confusion.png for the validation set."""
+        _plot_curves(history, self.dir / "curves.png")
+        write_atomically(self.dir / "per_class.json", json.dumps(report, indent=1).encode())
+        _plot_confusion(report["confusion"], list(report["classes"]), self.dir / "confusion.png")
+
+    def note(self, line: str) -> None:
+        """Adds a line to train.log."""
+        record = logging.makeLogRecord({"msg": line, "levelno": logging.INFO, "levelname": "INFO"})
+        self.log_handler.handle(record)
+
+    def close(self) -> None:
+        if self._tensorboard is not None:
+            self._tensorboard.close()
+        log.removeHandler(self.log_handler)
+        self.log_handler.close()
+
+
+def load_state(run_dir) -> dict:
+    """The resume state of a run folder, read without running any code (``weights_only``)."""
+    path = Path(run_dir) / STATE_FILE
+    if not path.is_file():
+        raise CheckpointError(f"{run_dir} has no checkpoint ({STATE_FILE}) to resume from: it ended before "
+                              "its first epoch finished; start it again without --resume")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, OSError, EOFError, ValueError, zipfile.BadZipFile) as e:
+        raise CheckpointError(f"{path} cannot be read ({type(e).__name__}: {str(e).splitlines()[0][:100]}): "
+                              "the run cannot be resumed from it") from None
+
+
+def _figure(*args, **kwargs):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt, *plt.subplots(*args, **kwargs)
+
+
+def _save_figure(plt, figure, path: Path) -> None:
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=100)
+    plt.close(figure)
+    write_atomically(path, buffer.getvalue())
+
+
+def _plot_curves(history: list[dict], path: Path) -> None:
+    plt, figure, (loss_axes, acc_axes) = _figure(1, 2, figsize=(10, 4))
+    epochs = [row["epoch"] for row in history]
+    for key, axes in (("loss", loss_axes), ("acc", acc_axes)):
+        for split in ("train", "val"):
+            axes.plot(epochs, [row[f"{split}_{key}"] for row in history], marker="o", label=f"{split} {key}")
+        axes.set_xlabel("epoch")
+        axes.legend()
+        axes.grid(alpha=0.3)
+    figure.tight_layout()
+    _save_figure(plt, figure, path)
+
+
+def _plot_confusion(confusion: list[list[int]], classes: list[str], path: Path) -> None:
+    n = len(classes)
+    side = min(16, 2 + 0.5 * n)
+    plt, figure, axes = _figure(figsize=(side + 1.5, side))
+    image = axes.imshow(confusion, cmap="Blues")
+    figure.colorbar(image, ax=axes)
+    if n <= 30:
+        axes.set_xticks(range(n), classes, rotation=60, ha="right")
+        axes.set_yticks(range(n), classes)
+        peak = max(max(row) for row in confusion) or 1
+        for i, row in enumerate(confusion):
+            for j, count in enumerate(row):
+                axes.text(j, i, count, ha="center", va="center", fontsize=8,
+                          color="white" if count > peak / 2 else "black")
+    axes.set_xlabel("predicted")
+    axes.set_ylabel("true")
+    axes.set_title("validation confusion matrix")
+    figure.tight_layout()
+    _save_figure(plt, figure, path)

@@ -1,0 +1,107 @@
+"""The contract of DESIGN.md, checked on every registered model at its smallest input, batch 2.
+
+Each model is built once (grey input, 5 classes, aux heads on where it has them) and shared by the
+checks; those that change it work on a copy. Models over 20M parameters are marked slow.
+"""
+
+import copy
+from dataclasses import dataclass
+
+import pytest
+import torch
+
+import inceptorch
+from inceptorch.analysis import min_input_size
+from inceptorch.models.registry import model_entry
+
+CLASSES = 5
+
+
+def _param(name: str):
+    with torch.device("meta"):  # counting parameters without allocating or initialising them
+        params = sum(p.numel() for p in inceptorch.create_model(name).parameters())
+    return pytest.param(name, id=name, marks=[pytest.mark.slow] if params > 20_000_000 else [])
+
+
+@dataclass
+class Built:
+    name: str
+    model: torch.nn.Module
+    eval_size: int
+    train_size: int  # for forward_with_aux: aux heads may need a larger input than the main path
+
+    def batch(self, train: bool = False) -> torch.Tensor:
+        size = self.train_size if train else self.eval_size
+        return torch.randn(2, 1, size, size)
+
+
+@pytest.fixture(scope="module", params=[_param(name) for name in inceptorch.list_models()])
+def built(request) -> Built:
+    name = request.param
+    has_aux = model_entry(name).has_aux
+    model = inceptorch.create_model(name, num_classes=CLASSES, in_chans=1, aux_logits=has_aux)
+    eval_size = model.min_input_size
+    train_size = min_input_size(model, train=True) if has_aux else eval_size
+    return Built(name, model, eval_size, train_size)
+
+
+def _aux_heads_on(model) -> int:
+    return sum(getattr(model, head, None) is not None for head in model.aux_heads)
+
+
+def test_attributes_name_and_grey_input(built):
+    model = built.model
+    assert model.model_name == built.name
+    assert (model.num_classes, model.in_chans) == (CLASSES, 1)
+    assert model.pretrained_layout in (None, "torchvision", "timm")
+    assert isinstance(model.default_input_size, int) and model.default_input_size >= built.eval_size
+
+
+def test_forward_returns_logits_in_eval_and_train_mode(built):
+    model = built.model
+    with torch.no_grad():
+        for train in (False, True):
+            out = model.train(train)(built.batch(train))
+            assert type(out) is torch.Tensor and out.shape == (2, CLASSES), f"train={train}"
+            assert torch.isfinite(out).all()
+
+
+def test_forward_with_aux_returns_logits_and_a_list(built):
+    model = built.model
+    with torch.no_grad():
+        logits, aux = model.train().forward_with_aux(built.batch(train=True))
+        assert type(logits) is torch.Tensor and logits.shape == (2, CLASSES)
+        assert isinstance(aux, list) and len(aux) == _aux_heads_on(model)
+        assert all(a.shape == (2, CLASSES) for a in aux)
+        logits, aux = model.eval().forward_with_aux(built.batch(train=True))
+        assert type(logits) is torch.Tensor and logits.shape == (2, CLASSES) and isinstance(aux, list)
+
+
+def test_features_then_head_is_forward(built):
+    model = built.model.eval()
+    x = built.batch()
+    with torch.no_grad():
+        features = model.forward_features(x)
+        assert features.dim() == 4 and features.shape[0] == 2
+        torch.testing.assert_close(model.forward_head(features), model(x), rtol=0, atol=0)
+
+
+def test_reset_classifier_resizes_main_and_aux_heads(built):
+    model = copy.deepcopy(built.model)
+    model.reset_classifier(7)
+    assert model.num_classes == 7
+    with torch.no_grad():
+        assert model.eval()(built.batch()).shape == (2, 7)
+        logits, aux = model.train().forward_with_aux(built.batch(train=True))
+    assert logits.shape == (2, 7)
+    assert len(aux) == _aux_heads_on(built.model)
+    assert all(a.shape == (2, 7) for a in aux)
+
+
+@pytest.mark.parametrize("name", [_param(name) for name in inceptorch.list_models()])
+def test_defaults_are_1000_classes_and_rgb(name):
+    with torch.device("meta"):  # shapes only: no weights allocated
+        model = inceptorch.create_model(name)
+    assert (model.num_classes, model.in_chans) == (1000, 3)
+    size = model.default_input_size
+    assert model.eval()(torch.empty(1, 3, size, size, device="meta")).shape == (1, 1000)

@@ -1,0 +1,118 @@
+"""`inceptorch train` and `inceptorch evaluate` end to end, bad input, and training on real MNIST."""
+
+import json
+
+import pytest
+import torch
+from _training_data import CLASSES, write_bars_npz
+from PIL import Image
+from safetensors.torch import load_file
+
+import inceptorch
+from inceptorch.cli import main
+from inceptorch.weights import read_metadata
+
+
+@pytest.fixture(scope="module")
+def bars(tmp_path_factory):
+    return write_bars_npz(tmp_path_factory.mktemp("data") / "bars.npz", n_train=64, n_val=32)
+
+
+@pytest.fixture(scope="module")
+def trained(bars, tmp_path_factory):
+    """One short run through the command line, shared by the tests that read its folder."""
+    out = tmp_path_factory.mktemp("runs")
+    code = main(["train", "--model", "mnist_inception", "--data", str(bars), "--epochs", "2", "--batch-size", "16",
+                 "--out-dir", str(out), "--name", "cli", "--quiet", "--augment", "flip"])
+    assert code == 0
+    return out / "cli"
+
+
+def test_run_folder_holds_everything(trained):
+    names = {p.name for p in trained.iterdir()}
+    assert {"config.json", "metrics.csv", "metrics.json", "curves.png", "confusion.png", "per_class.json",
+            "best.safetensors", "last.safetensors", "last.state.pt", "train.log"} <= names
+    assert any(n.startswith("events.out.tfevents") for n in names)
+    assert not [n for n in names if n.endswith(".tmp")]
+    config = json.loads((trained / "config.json").read_text())
+    assert config["model"] == "mnist_inception" and config["epochs"] == 2 and config["augment"] == "flip"
+    metrics = json.loads((trained / "metrics.json").read_text())
+    assert [row["epoch"] for row in metrics] == [1, 2]
+    assert (trained / "metrics.csv").read_text().splitlines()[0].startswith("epoch,train_loss,train_acc,val_loss")
+    assert "epoch 2/2" in (trained / "train.log").read_text()
+    per_class = json.loads((trained / "per_class.json").read_text())
+    assert list(per_class["classes"]) == CLASSES and sum(map(sum, per_class["confusion"])) == 32
+    state = torch.load(trained / "last.state.pt", weights_only=True)
+    assert state["epoch"] == 2 and {"model", "optimizer", "schedule"} <= set(state)
+
+
+def test_checkpoint_metadata_rebuilds_the_model(trained):
+    meta = read_metadata(trained / "last.safetensors")
+    assert meta["model"] == "mnist_inception" and meta["class_names"] == CLASSES and meta["epoch"] == 2
+    prep = meta["preprocessing"]
+    assert prep["crop"] == 28 and len(prep["mean"]) == 1 and len(prep["std"]) == 1
+    model = inceptorch.load_model(trained / "last.safetensors")
+    saved = load_file(trained / "last.safetensors")
+    assert all(torch.equal(saved[k], v) for k, v in model.state_dict().items())
+
+
+def test_evaluate_reproduces_the_validation_accuracy(trained, capsys):
+    last_epoch = json.loads((trained / "metrics.json").read_text())[-1]
+    result = inceptorch.evaluate(trained / "last.safetensors")
+    assert result.num_images == 32
+    assert result.accuracy == pytest.approx(last_epoch["val_acc"])
+    assert main(["evaluate", "--weights", str(trained / "last.safetensors")]) == 0
+    out = capsys.readouterr().out
+    assert f"accuracy {last_epoch['val_acc']:.4f}" in out and "precision" in out and "confusion" in out
+
+
+def bad_folder(tmp_path, kind):
+    root = tmp_path / "photos"
+    if kind == "empty folder":
+        root.mkdir()
+    elif kind == "class without images":
+        (root / "cat").mkdir(parents=True)
+        (root / "dog").mkdir()
+        Image.new("RGB", (40, 40)).save(root / "cat" / "a.png")
+    elif kind == "unreadable image, strict":
+        for name in ("cat", "dog"):
+            (root / name).mkdir(parents=True)
+            for i in range(3):
+                Image.new("RGB", (40, 40), (i * 80, 0, 0)).save(root / name / f"{i}.png")
+        (root / "dog" / "3.png").write_bytes(b"\x89PNG\r\n\x1a\n not really")
+    return root
+
+
+@pytest.mark.parametrize("arguments, words", [
+    (["--lr", "0"], "--lr"),
+    (["--lr", "-0.1"], "--lr"),
+    (["--batch-size", "0"], "--batch-size"),
+    (["--data", "{tmp}/no-such-folder"], "no-such-folder"),
+    (["--data", "{empty folder}"], "no class folders"),
+    (["--data", "{class without images}"], "holds no images"),
+    (["--data", "{unreadable image, strict}", "--strict", "--workers", "0", "--val-split", "2",
+      "--batch-size", "5"], "3.png"),
+    (["--data", "{bars}", "--model", "mnist_inception", "--image-size", "8"], "minimum"),
+    (["--data", "{bars}", "--model", "no_such_net"], "no_such_net"),
+    (["--data", "{bars}", "--model", "mnist_inception", "--aux-weight", "0.3"], "aux"),
+    (["--resume", "{tmp}"], "config.json"),
+])
+def test_bad_input_is_one_line_and_exit_status_2(tmp_path, bars, capsys, arguments, words):
+    fill = {"tmp": str(tmp_path), "bars": str(bars)}
+    arguments = [a.format(**fill) if "{tmp}" in a or "{bars}" in a else a for a in arguments]
+    arguments = [str(bad_folder(tmp_path, a[1:-1])) if a.startswith("{") else a for a in arguments]
+    code = main(["train", "--epochs", "1", "--quiet", "--out-dir", str(tmp_path / "runs"), *arguments])
+    err = capsys.readouterr().err
+    assert code == 2
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("inceptorch: error:") and words in lines[0], err
+    assert "Traceback" not in err
+
+
+@pytest.mark.slow
+@pytest.mark.realdata
+def test_mnist_inception_learns_real_mnist(data_root, tmp_path):
+    """A subset of the real MNIST training digits; the held-out digits are scored."""
+    result = inceptorch.train(model="mnist_inception", data="mnist", data_root=str(data_root), train_samples=8000,
+                              val_split=2000, epochs=2, batch_size=64, lr=0.05, out_dir=str(tmp_path), quiet=True)
+    assert result.metrics["val_acc"] > 0.97
