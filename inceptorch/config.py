@@ -56,14 +56,15 @@ class TrainConfig:
     strict: bool = _opt(False, "stop on an unreadable image instead of skipping it with a warning")
     # loss and optimization
     epochs: int = _opt(10, "training epochs")
-    batch_size: int = _opt(128, "global batch size (split across processes under torchrun)")
+    batch_size: int = _opt(64, "global batch size (split across processes under torchrun)")
     lr: float = _opt(0.05, "peak learning rate")
     optimizer: str = _opt("sgd", f"one of {', '.join(OPTIMIZERS)}")
     momentum: float = _opt(0.9, "momentum of sgd and rmsprop")
     nesterov: bool = _opt(False, "Nesterov momentum for sgd")
     weight_decay: float = _opt(5e-4, "weight decay (decoupled for adamw)")
     schedule: str = _opt("cosine", f"learning-rate schedule: {', '.join(SCHEDULES)}")
-    warmup_epochs: float = _opt(0.0, "linear warm-up from lr/10 at the start (onecycle: its rising part)")
+    warmup_epochs: float = _opt(1.0, "linear warm-up from lr/10 over the first epochs, at most half the run "
+                                "(onecycle: its rising part; 0: none)")
     step_epochs: int = _opt(30, "step schedule: epochs between learning-rate drops")
     step_gamma: float = _opt(0.1, "step schedule: factor of each drop")
     label_smoothing: float = _opt(0.0, "label smoothing of the cross-entropy")
@@ -216,7 +217,7 @@ def check(c: TrainConfig) -> None:
     need(c.aux_weight is None or c.aux_weight >= 0, f"--aux-weight must be 0 or more, got {c.aux_weight}")
     need(c.grad_clip >= 0, f"--grad-clip must be 0 (off) or more, got {c.grad_clip}")
     need(c.weight_decay >= 0, f"--weight-decay must be 0 or more, got {c.weight_decay}")
-    need(0 <= c.warmup_epochs < c.epochs, f"--warmup-epochs must be in [0, epochs), got {c.warmup_epochs}")
+    need(c.warmup_epochs >= 0, f"--warmup-epochs must be 0 or more, got {c.warmup_epochs}")
     need(c.step_epochs > 0, f"--step-epochs must be at least 1, got {c.step_epochs}")
     need(c.workers >= 0, f"--workers must be 0 or more, got {c.workers}")
     need(c.weights_origin in WEIGHT_ORIGINS,

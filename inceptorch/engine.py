@@ -115,7 +115,7 @@ def make_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimiz
 def lr_factor(step: int, total: int, config: TrainConfig, steps_per_epoch: int) -> float:
     """The learning rate at ``step`` as a fraction of ``--lr``: a function of the step alone, so resuming
     only needs the step count."""
-    warmup = round(config.warmup_epochs * steps_per_epoch)
+    warmup = min(round(config.warmup_epochs * steps_per_epoch), total // 2)
     if config.schedule == "onecycle":
         rise = warmup or max(1, round(0.25 * total))
         if step < rise:  # cosine from lr / 25 up to lr

@@ -6,6 +6,10 @@ from torch import nn
 from inceptorch import create_model
 
 
+def count_parameters(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
 def randomize_(model: nn.Module) -> nn.Module:
     """Random weights and BN statistics that keep activations near unit scale, so that a wrong
     layer, order or padding changes the output visibly; returns the model in eval mode."""
@@ -31,7 +35,7 @@ def load_reference(name: str, reference: nn.Module, tmp_path, **options):
 
 
 def max_difference(ours: nn.Module, reference: nn.Module, x: torch.Tensor, reference_input=None) -> float:
-    """Largest absolute difference of the eval logits (``reference_input`` if the reference sees another input)."""
+    """Largest absolute difference of the logits; the reference sees ``reference_input`` if given."""
     with torch.no_grad():
         return (ours(x) - reference(x if reference_input is None else reference_input)).abs().max().item()
 

@@ -271,7 +271,11 @@ def test_min_input_size_matches_torchvisions_published_minimum(name, weights):
     assert inceptorch.min_input_size(model) == weights.meta["min_size"][0]
 
 
-@pytest.mark.parametrize("name", ALL_MODELS)
+BIG_MODELS = {"inception_v3", "inception_v4", "inception_resnet_v1", "inception_resnet_v2"}
+
+
+@pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.slow) if n in BIG_MODELS else n
+                                  for n in ALL_MODELS])
 def test_every_model_runs_at_its_smallest_input_and_fails_one_below(name):
     with torch.device("meta"):
         model = inceptorch.create_model(name)
@@ -343,11 +347,10 @@ def test_compare_table_has_the_ratio_column_and_the_train_minimum_where_it_diffe
 
 
 def test_compare_bench_reports_cpu_throughput(capsys):
-    code, out, _ = _run(capsys, "compare", "lenet", "mnist_inception", "--bench", "--format", "csv")
+    code, out, _ = _run(capsys, "compare", "lenet", "--bench", "--format", "csv")
     assert code == 0
-    rows = list(csv.DictReader(io.StringIO(out)))
-    assert [row["model"] for row in rows] == ["lenet", "mnist_inception"]
-    assert all(float(row["images_per_s"]) > 0 for row in rows)
+    (row,) = csv.DictReader(io.StringIO(out))
+    assert row["model"] == "lenet" and float(row["images_per_s"]) > 0
 
 
 def test_cli_summary_json_has_rows_totals_and_branches(capsys):

@@ -42,15 +42,16 @@ def d2l_lenet():
         nn.Linear(84, 10))
 
 
-def d2l_alexnet():
+def paper_alexnet():
+    """Krizhevsky et al. 2012 on one tower: 224 -> 55 -> 27 -> 13 -> 6, then 6*6*256 = 9216 features."""
     return nn.Sequential(
-        nn.Conv2d(1, 96, kernel_size=11, stride=4, padding=1), nn.ReLU(), nn.MaxPool2d(kernel_size=3, stride=2),
+        nn.Conv2d(1, 96, kernel_size=11, stride=4, padding=2), nn.ReLU(), nn.MaxPool2d(kernel_size=3, stride=2),
         nn.Conv2d(96, 256, kernel_size=5, padding=2), nn.ReLU(), nn.MaxPool2d(kernel_size=3, stride=2),
         nn.Conv2d(256, 384, kernel_size=3, padding=1), nn.ReLU(),
         nn.Conv2d(384, 384, kernel_size=3, padding=1), nn.ReLU(),
         nn.Conv2d(384, 256, kernel_size=3, padding=1), nn.ReLU(),
         nn.MaxPool2d(kernel_size=3, stride=2), nn.Flatten(),
-        nn.Linear(6400, 4096), nn.ReLU(), nn.Dropout(p=0.5),
+        nn.Linear(9216, 4096), nn.ReLU(), nn.Dropout(p=0.5),
         nn.Linear(4096, 4096), nn.ReLU(), nn.Dropout(p=0.5),
         nn.Linear(4096, 10))
 
@@ -109,10 +110,10 @@ def test_lenet_is_d2l_lenet():
     assert model.default_input_size == 28
 
 
-def test_alexnet_is_d2l_alexnet_at_224():
+def test_alexnet_is_the_papers_alexnet_at_224():
     model = create_model("alexnet", num_classes=10, in_chans=1)
     with torch.device("meta"):  # no time spent initialising weights that are replaced anyway
-        reference = d2l_alexnet()
+        reference = paper_alexnet()
     _copy_weights_in_order(model, reference)
     _assert_same_logits(model, reference, torch.randn(1, 1, 224, 224))
 

@@ -133,13 +133,14 @@ def test_schedules_follow_their_definitions():
         config = TrainConfig(epochs=10, **options)
         return [engine.lr_factor(step, 100, config, 10) for step in range(100)]
 
-    cosine = factors(schedule="cosine")
+    cosine = factors(schedule="cosine", warmup_epochs=0)
     assert cosine[0] == 1 and cosine[50] == pytest.approx(0.5) and cosine[-1] < 0.001
     warm = factors(schedule="cosine", warmup_epochs=2)
     assert warm[0] == pytest.approx(0.1) and warm[10] == pytest.approx(0.55) and warm[20] == pytest.approx(1)
-    step = factors(schedule="step", step_epochs=3, step_gamma=0.5)
+    assert factors(schedule="cosine", warmup_epochs=30)[50] == pytest.approx(1)  # at most half the run
+    step = factors(schedule="step", step_epochs=3, step_gamma=0.5, warmup_epochs=0)
     assert step[29] == 1 and step[30] == 0.5 and step[60] == 0.25
-    onecycle = factors(schedule="onecycle")
+    onecycle = factors(schedule="onecycle", warmup_epochs=2.5)
     assert onecycle[0] == pytest.approx(1 / 25) and max(onecycle) == pytest.approx(1)
     assert onecycle.index(max(onecycle)) == 25 and onecycle[-1] < 0.01
 

@@ -13,6 +13,7 @@ from inceptorch.errors import ConfigError
 
 def _macs(model: nn.Module, x: torch.Tensor, layers: list[str]) -> dict[str, int]:
     """Multiply-adds of the convolutions inside each of ``layers`` (biases not counted, as the paper)."""
+    model.min_input_size  # found on a copy of the model, hooks included: before adding them
     counts = dict.fromkeys(layers, 0)
 
     def count(name):
@@ -31,10 +32,15 @@ def _macs(model: nn.Module, x: torch.Tensor, layers: list[str]) -> dict[str, int
 
 def _output_shapes(model: nn.Module, x: torch.Tensor, layers: list[str]) -> dict[str, tuple[int, ...]]:
     """Shape (without the batch) of each of ``layers``' outputs in an eval forward_with_aux."""
+    model.min_input_size  # found on a copy of the model, hooks included: before adding them
     shapes = {}
-    hooks = [model.get_submodule(name).register_forward_hook(
-        lambda module, inputs, output, name=name: shapes.setdefault(name, tuple(output.shape[1:])))
-        for name in layers]
+
+    def record(name):
+        def hook(module, inputs, output):
+            shapes.setdefault(name, tuple(output.shape[1:]))
+        return hook
+
+    hooks = [model.get_submodule(name).register_forward_hook(record(name)) for name in layers]
     with torch.no_grad():
         model.eval().forward_with_aux(x)
     for hook in hooks:
@@ -64,14 +70,15 @@ def ours(checkpoint):
 
 def test_parameter_count_is_torchvisions():
     count = lambda model: sum(p.numel() for p in model.parameters())  # noqa: E731
-    assert count(create_model("googlenet")) == 6_624_904  # the issue's number, without aux heads
-    assert count(create_model("googlenet", aux_logits=True)) == count(
-        torchvision.models.googlenet(weights=None, aux_logits=True, init_weights=True))
+    with torch.device("meta"):  # counting without allocating or initialising
+        assert count(create_model("googlenet")) == 6_624_904  # the issue's number, without aux heads
+        assert count(create_model("googlenet", aux_logits=True)) == count(
+            torchvision.models.googlenet(weights=None, aux_logits=True, init_weights=True))
 
 
 def test_torchvision_checkpoint_loads_key_for_key_and_gives_the_same_logits(ours, reference):
     assert list(ours.state_dict()) == list(reference.state_dict())
-    x = torch.randn(2, 3, 224, 224)
+    x = torch.randn(1, 3, 224, 224)
     assert max_difference(ours, reference, x) < 1e-5
     with torch.no_grad():
         assert reference(x).abs().max() > 0.1  # not a comparison of two near-zero outputs
@@ -82,7 +89,7 @@ def test_aux_heads_read_4a_and_4d_as_torchvisions(ours, reference):
     hooks = [getattr(reference, name).register_forward_hook(
         lambda module, inputs, output, name=name: taps.setdefault(name, output))
         for name in ("inception4a", "inception4d")]
-    x = torch.randn(1, 3, 160, 160)
+    x = torch.randn(1, 3, 96, 96)
     with torch.no_grad():
         reference(x)
         expected = [reference.aux1(taps["inception4a"]), reference.aux2(taps["inception4d"])]
@@ -106,10 +113,10 @@ def test_transform_input_follows_torchvision(checkpoint, reference):
     model = create_model("googlenet", weights=checkpoint, transform_input=True).eval()
     reference.transform_input = True
     try:
-        assert max_difference(model, reference, torch.randn(1, 3, 128, 128)) < 1e-5
+        assert max_difference(model, reference, torch.randn(1, 3, 96, 96)) < 1e-5
     finally:
         reference.transform_input = False
-    assert not max_difference(model, reference, torch.randn(1, 3, 128, 128)) < 1e-3  # it does change things
+    assert not max_difference(model, reference, torch.randn(1, 3, 96, 96)) < 1e-3  # it does change things
     with pytest.raises(ConfigError, match="transform_input"):
         create_model("googlenet", in_chans=1, transform_input=True)
 
@@ -117,7 +124,7 @@ def test_transform_input_follows_torchvision(checkpoint, reference):
 def test_grey_input_with_an_rgb_checkpoint_sees_the_grey_image_as_rgb(checkpoint, reference):
     model = create_model("googlenet", in_chans=1, weights=checkpoint).eval()
     assert model.conv1.conv.weight.shape[1] == 1
-    grey = torch.randn(1, 1, 128, 128)
+    grey = torch.randn(1, 1, 96, 96)
     assert max_difference(model, reference, grey, reference_input=grey.expand(-1, 3, -1, -1)) < 1e-4
 
 
@@ -234,7 +241,7 @@ def test_small_costs_20_to_60_million_multiply_adds_and_scales_with_width():
 
 # --- all three ---------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize(("name", "size", "lr"), [("googlenet", 64, 0.01), ("googlenet_paper", 64, 0.01),
+@pytest.mark.parametrize(("name", "size", "lr"), [("googlenet", 64, 0.01), ("googlenet_paper", 64, 0.001),
                                                   ("googlenet_small", 28, 0.05)])
 def test_trains(name, size, lr):
     model = create_model(name, num_classes=5, in_chans=1, dropout=0.0)

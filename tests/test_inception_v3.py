@@ -1,10 +1,9 @@
 """inception_v3 against torchvision's and timm's: checkpoints load key for key and give the same logits."""
 
 import pytest
-import timm
 import torch
 import torchvision
-from inception_reference import load_reference, loss_goes_down, max_difference, randomize_
+from inception_reference import count_parameters, load_reference, loss_goes_down, max_difference, randomize_
 
 from inceptorch import create_model
 from inceptorch.analysis import min_input_size
@@ -32,10 +31,10 @@ def ours(checkpoint):
 
 
 def test_parameter_counts_match_the_issue_and_torchvision(ours):
-    count = lambda model: sum(p.numel() for p in model.parameters())  # noqa: E731
-    assert count(ours) == 27_161_264
-    assert count(create_model("inception_v3")) == 23_834_568
-    assert count(torchvision.models.inception_v3(weights=None, aux_logits=False, init_weights=False)) == 23_834_568
+    assert count_parameters(ours) == 27_161_264
+    assert count_parameters(create_model("inception_v3")) == 23_834_568
+    plain_torchvision = torchvision.models.inception_v3(weights=None, aux_logits=False, init_weights=False)
+    assert count_parameters(plain_torchvision) == 23_834_568
 
 
 def test_torchvision_checkpoint_loads_key_for_key_and_gives_the_same_logits(ours, reference):
@@ -72,6 +71,7 @@ def test_transform_input_follows_torchvision(checkpoint, reference):
 
 
 def test_timm_checkpoint_loads_and_gives_the_same_logits(tmp_path):
+    timm = pytest.importorskip("timm")
     torch.manual_seed(2)
     reference = randomize_(timm.create_model("inception_v3", pretrained=False, aux_logits=True))
     model, _ = load_reference("inception_v3", reference, tmp_path, aux_logits=True)

@@ -87,12 +87,21 @@ class ImageClassifier(nn.Module):
 
     @property
     def min_input_size(self) -> int:
-        """Smallest square input accepted in eval mode, found once by a search on the meta device."""
-        if self._min_input_size is None:
-            from ..analysis import min_input_size
+        """Smallest square input accepted in eval mode, found by a search on the meta device.
 
-            self._min_input_size = min_input_size(self)
+        The search runs once per architecture (class and layer configuration), not once per instance.
+        """
+        if self._min_input_size is None:
+            key = (type(self), repr(self))
+            if key not in _MIN_SIZE_CACHE:
+                from ..analysis import min_input_size
+
+                _MIN_SIZE_CACHE[key] = min_input_size(self)
+            self._min_input_size = _MIN_SIZE_CACHE[key]
         return self._min_input_size
+
+
+_MIN_SIZE_CACHE: dict[tuple, int] = {}
 
 
 def _check_input(model: ImageClassifier, args) -> None:
@@ -109,6 +118,8 @@ def _check_input(model: ImageClassifier, args) -> None:
     if x.shape[1] != model.in_chans:
         raise InputSizeError(f"{name} was built for {model.in_chans}-channel input, got {x.shape[1]} channels: "
                              f"create the model with in_chans={x.shape[1]} or convert the images")
+    if min(x.shape[-2:]) >= model.default_input_size:
+        return  # the size the model was designed for always fits: no search needed
     smallest = model.min_input_size
     if min(x.shape[-2:]) < smallest:
         raise InputSizeError(f"input {x.shape[-2]}x{x.shape[-1]} is smaller than {name}'s minimum of "

@@ -76,17 +76,22 @@ class LeNet(SequentialNet):
 
 
 class AlexNet(SequentialNet):
-    """AlexNet (Krizhevsky et al. 2012) as in d2l: one tower, no LRN, dropout in the dense layers."""
+    """AlexNet (Krizhevsky et al. 2012) on one tower, no LRN, dropout in the dense layers.
+
+    Unlike d2l (first convolution padded by 1, a 5x5 last map), the first convolution is padded by 2
+    so that 224x224 inputs give the paper's 55x55, 27x27, 13x13 and 6x6 maps and its 62M
+    parameters: the network GoogLeNet's paper compares itself with.
+    """
 
     def __init__(self, num_classes: int = 1000, in_chans: int = 3, drop_rate: float = 0.5):
         features = nn.Sequential(OrderedDict(
-            conv1=_conv(in_chans, 96, 11, stride=4, padding=1), pool1=nn.MaxPool2d(3, stride=2),
+            conv1=_conv(in_chans, 96, 11, stride=4, padding=2), pool1=nn.MaxPool2d(3, stride=2),
             conv2=_conv(96, 256, 5, padding=2), pool2=nn.MaxPool2d(3, stride=2),
             conv3=_conv(256, 384, 3, padding=1),
             conv4=_conv(384, 384, 3, padding=1),
             conv5=_conv(384, 256, 3, padding=1), pool5=nn.MaxPool2d(3, stride=2),
         ))
-        classifier = _fully_connected(256, 5, (4096, 4096), num_classes, drop_rate=drop_rate)
+        classifier = _fully_connected(256, 6, (4096, 4096), num_classes, drop_rate=drop_rate)
         super().__init__(features, classifier, num_classes, in_chans)
         _xavier_init(self)
 

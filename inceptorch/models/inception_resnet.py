@@ -56,7 +56,8 @@ class ResidualInception(nn.Module):
         self.act = nn.ReLU(inplace=True) if relu else nn.Identity()
 
     def forward(self, x):
-        mixed = torch.cat([branch(x) for name, branch in self.named_children() if name.startswith("branch")], 1)
+        branches = [branch for name, branch in self.named_children() if name.startswith("branch")]
+        mixed = torch.cat([branch(x) for branch in branches], dim=1)
         return self.act(x + self.scale * self.conv2d(mixed))
 
 

@@ -17,6 +17,8 @@ from .googlenet import IMAGENET_MEAN, IMAGENET_STD, ImageNetToUnitRange, Incepti
 from .layers import ConvBNAct
 from .registry import register
 
+PAPER = "Szegedy et al. 2015, Rethinking the Inception Architecture for Computer Vision"
+
 
 def _avg_pool_3x3(x):
     """The pooling branch's 3x3 average, zero padding counted as torchvision counts it."""
@@ -189,8 +191,8 @@ class InceptionV3(InceptionNet):
                  transform_input: bool = False, dropout: float = 0.5):
         super().__init__(num_classes, in_chans)
         if transform_input and in_chans != 3:
-            raise ConfigError(f"transform_input converts RGB ImageNet normalization, but in_chans={in_chans}: "
-                              "leave transform_input off for non-RGB input")
+            raise ConfigError(f"transform_input converts RGB ImageNet normalization, but in_chans={in_chans}:"
+                              " leave transform_input off for non-RGB input")
         self.transform_input = transform_input
         self.default_mean_std = (IMAGENET_MEAN, IMAGENET_STD) if transform_input else ((0.5,) * 3, (0.5,) * 3)
         stem = {"input_transform": ImageNetToUnitRange()} if transform_input else {}
@@ -225,7 +227,7 @@ class InceptionV3(InceptionNet):
         init_weights(self)
 
 
-@register(has_aux=True, paper="Szegedy et al. 2015, Rethinking the Inception Architecture for Computer Vision")
+@register(has_aux=True, paper=PAPER)
 def inception_v3(num_classes=1000, in_chans=3, aux_logits=False, **kwargs):
     """Options: ``transform_input`` (torchvision's convention), ``dropout`` (0.5)."""
     return InceptionV3(num_classes=num_classes, in_chans=in_chans, aux_logits=aux_logits, **kwargs)

@@ -16,7 +16,8 @@ from .googlenet import init_weights
 from .layers import Branches, ConvBNAct
 from .registry import register
 
-PAPER = "Szegedy et al. 2016, Inception-v4, Inception-ResNet and the Impact of Residual Connections on Learning"
+PAPER = ("Szegedy et al. 2016, Inception-v4, Inception-ResNet and the Impact of Residual Connections on "
+         "Learning")
 INCEPTION_MEAN_STD = ((0.5, 0.5, 0.5), (0.5, 0.5, 0.5))  # Google's weights see pixels scaled to [-1, 1]
 
 

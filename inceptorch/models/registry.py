@@ -65,7 +65,13 @@ def create_model(name: str, *, num_classes: int = 1000, in_chans: int = 3, aux_l
         kwargs["aux_logits"] = aux_logits
     elif aux_logits:
         raise ConfigError(f"{name} has no auxiliary classifiers: leave aux_logits off (--aux-weight 0)")
-    model = entry.builder(num_classes=num_classes, in_chans=in_chans, **kwargs)
+    try:
+        model = entry.builder(num_classes=num_classes, in_chans=in_chans, **kwargs)
+    except TypeError as e:
+        if "unexpected keyword argument" not in str(e):
+            raise
+        raise ConfigError(f"{name} does not take the option {str(e).split('argument')[-1].strip()}: "
+                          "check its spelling, or leave it out") from None
     model.model_name = name
     model.build_config = {"num_classes": num_classes, "in_chans": in_chans, **kwargs}
     if weights is not None:
