@@ -234,7 +234,7 @@ def _run_evaluate(args) -> int:
 
     result = evaluate(args.weights, args.data, split=args.split, data_root=args.data_root,
                       val_split=args.val_split, batch_size=args.batch_size, device=args.device,
-                      workers=args.workers, strict=args.strict)
+                      workers=args.workers, strict=args.strict, test_flip=args.test_flip)
     if args.format == "json":
         print(json.dumps(vars(result), indent=1))
         return 0
@@ -266,6 +266,8 @@ def add_evaluate(sub):
     p.add_argument("--device", default="auto", help="auto, cpu or cuda")
     p.add_argument("--workers", type=int, default=2, help="data loader processes for image folders")
     p.add_argument("--strict", action="store_true", help="stop on an unreadable image instead of skipping it")
+    p.add_argument("--test-flip", action="store_true",
+                   help="average each image's logits with its mirror image's (as --test-flip in training)")
     p.add_argument("--format", choices=("table", "json"), default="table")
     p.set_defaults(run=_run_evaluate)
 

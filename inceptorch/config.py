@@ -52,6 +52,8 @@ class TrainConfig:
     std: tuple[float, ...] | None = _opt(None, "normalization std per channel (default: the training data's)",
                                          "S[,S,S]")
     augment: str = _opt("", "batch augmentations, comma separated: flip, crop", "flip,crop")
+    test_flip: bool = _opt(False, "validation also scores each image mirrored and averages the two "
+                           "predictions (for data whose classes survive a flip, unlike digits)")
     workers: int = _opt(2, "data loader processes for image folders")
     strict: bool = _opt(False, "stop on an unreadable image instead of skipping it with a warning")
     # loss and optimization

@@ -156,8 +156,11 @@ def classification_report(confusion: torch.Tensor, classes: list[str]) -> dict:
 
 @torch.no_grad()
 def evaluate_batches(model: nn.Module, batches, num_classes: int, device: torch.device,
-                     processes: Processes | None = None, amp_dtype=None) -> dict:
-    """Loss, accuracy and confusion matrix of ``model`` over every image of ``batches`` (all processes)."""
+                     processes: Processes | None = None, amp_dtype=None, flip: bool = False) -> dict:
+    """Loss, accuracy and confusion matrix of ``model`` over every image of ``batches`` (all processes).
+
+    ``flip``: test-time augmentation, the logits averaged with those of the mirrored image.
+    """
     processes = processes or Processes()
     model.eval()
     loss_sum = torch.zeros((), dtype=torch.float64, device=device)
@@ -166,6 +169,8 @@ def evaluate_batches(model: nn.Module, batches, num_classes: int, device: torch.
         x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
         with torch.autocast(device.type, dtype=amp_dtype or torch.bfloat16, enabled=amp_dtype is not None):
             logits = model(x).float()
+            if flip:
+                logits = (logits + model(x.flip(-1)).float()) / 2
         loss_sum += F.cross_entropy(logits, y, reduction="sum").double()
         confusion += torch.bincount(y * num_classes + logits.argmax(1), minlength=num_classes * num_classes)
     loss_sum = processes.sum(loss_sum)
@@ -312,7 +317,8 @@ def fit(model, loaders: dict, config: TrainConfig, run: "runs.Run | None" = None
         train_seconds = time.perf_counter() - started
         totals = processes.sum(torch.tensor([correct.item(), seen], dtype=torch.float64, device=device))
         totals = totals.tolist()
-        val = evaluate_batches(model, val_batches, model.num_classes, device, processes, amp_dtype)
+        val = evaluate_batches(model, val_batches, model.num_classes, device, processes, amp_dtype,
+                               config.test_flip)
         row = {"epoch": epoch + 1, "train_loss": loss_sum / max(seen, 1),
                "train_acc": totals[0] / max(totals[1], 1), "val_loss": val["loss"], "val_acc": val["acc"],
                "lr": optimizer.param_groups[0]["lr"],
@@ -399,7 +405,7 @@ def train(config: TrainConfig | dict | None = None, **options) -> TrainResult:
         torch.manual_seed(config.seed)
         source = datasets.open_source(config)
         model = build_model(config, source.classes, config.in_chans or source.channels)
-        config = transfer.with_checkpoint_normalization(config, model)
+        config = transfer.start_from_checkpoint(config, model)
         prep = datasets.preprocessing(source, model, config)
         loaders = datasets.loaders(source, prep, config, rank=processes.rank, world=processes.world,
                                    device=device)
@@ -426,7 +432,7 @@ def train(config: TrainConfig | dict | None = None, **options) -> TrainResult:
 
 def evaluate(weights, data: str | None = None, *, split: str = "val", data_root: str | None = None,
              val_split: float | None = None, batch_size: int = 256, device: str = "auto", workers: int = 2,
-             strict: bool = False) -> EvalResult:
+             strict: bool = False, test_flip: bool = False) -> EvalResult:
     """Scores a checkpoint on a split of a data set (by default the one it was trained on and validated
     with): accuracy, per-class precision and recall, confusion matrix."""
     if split not in ("val", "test"):
@@ -453,7 +459,7 @@ def evaluate(weights, data: str | None = None, *, split: str = "val", data_root:
     device = pick_device(device)
     batches = datasets.loaders(source, prep, config, device=device)[split]
     model.to(device)
-    scored = evaluate_batches(model, batches, len(classes), device)
+    scored = evaluate_batches(model, batches, len(classes), device, flip=test_flip)
     report = classification_report(scored["confusion"], classes)
     return EvalResult(report["accuracy"], scored["loss"], scored["count"], list(classes), report["classes"],
                       report["confusion"])

@@ -183,10 +183,24 @@ def frozen_part(config, epoch: int) -> str:
     return config.freeze
 
 
-def with_checkpoint_normalization(config, model):
-    """``config`` with the mean and std that ``--weights`` expect, where it gives none itself: the
-    backbone's features are only as good as inputs scaled as in its own training."""
-    if not config.weights or (config.mean is not None and config.std is not None):
+def start_from_checkpoint(config, model):
+    """Readies ``model``, just loaded from ``--weights``, for its new data, and returns ``config``
+    with the mean and std the checkpoint expects (where it gives none itself): the backbone's features
+    are only as good as inputs scaled as in its own training.
+
+    Heads for another number of classes were already left fresh by the loader; heads trained on other
+    classes of the same number (the checkpoint's class names differ from the data's) are reset here.
+    """
+    if not config.weights:
+        return config
+    from .weights import read_metadata
+
+    saved_classes = read_metadata(config.weights).get("class_names")
+    if saved_classes and len(saved_classes) == model.num_classes and list(saved_classes) != list(model.class_names):
+        log.info("%s was trained on other classes (%s): training fresh heads", config.weights,
+                 ", ".join(saved_classes[:5]) + (" ..." if len(saved_classes) > 5 else ""))
+        model.reset_classifier(model.num_classes)
+    if config.mean is not None and config.std is not None:
         return config
     expected = preprocessing_for(model, config.weights_origin, config.weights)
     return replace(config, mean=config.mean or list(expected.mean), std=config.std or list(expected.std))

@@ -4,16 +4,17 @@ googlenet_small for 28x28 images."""
 import pytest
 import torch
 import torchvision
-from inception_reference import load_reference, loss_goes_down, max_difference, randomize_
+from inception_reference import loss_goes_down, max_difference, randomize_
 from torch import nn
 
 from inceptorch import create_model
+from inceptorch.analysis import count_macs
 from inceptorch.errors import ConfigError
 
 
-def _macs(model: nn.Module, x: torch.Tensor, layers: list[str]) -> dict[str, int]:
+def conv_macs(model: nn.Module, x: torch.Tensor, layers: list[str]) -> dict[str, int]:
     """Multiply-adds of the convolutions inside each of ``layers`` (biases not counted, as the paper)."""
-    model.min_input_size  # found on a copy of the model, hooks included: before adding them
+    _ = model.min_input_size  # searched on a copy of the model, hooks included: before adding them
     counts = dict.fromkeys(layers, 0)
 
     def count(name):
@@ -30,9 +31,9 @@ def _macs(model: nn.Module, x: torch.Tensor, layers: list[str]) -> dict[str, int
     return counts
 
 
-def _output_shapes(model: nn.Module, x: torch.Tensor, layers: list[str]) -> dict[str, tuple[int, ...]]:
+def output_shapes(model: nn.Module, x: torch.Tensor, layers: list[str]) -> dict[str, tuple[int, ...]]:
     """Shape (without the batch) of each of ``layers``' outputs in an eval forward_with_aux."""
-    model.min_input_size  # found on a copy of the model, hooks included: before adding them
+    _ = model.min_input_size  # searched on a copy of the model, hooks included: before adding them
     shapes = {}
 
     def record(name):
@@ -69,11 +70,17 @@ def ours(checkpoint):
 
 
 def test_parameter_count_is_torchvisions():
-    count = lambda model: sum(p.numel() for p in model.parameters())  # noqa: E731
+    count = lambda model: sum(p.numel() for p in model.parameters())
     with torch.device("meta"):  # counting without allocating or initialising
         assert count(create_model("googlenet")) == 6_624_904  # the issue's number, without aux heads
         assert count(create_model("googlenet", aux_logits=True)) == count(
             torchvision.models.googlenet(weights=None, aux_logits=True, init_weights=True))
+
+
+def test_multiply_adds_and_smallest_input_are_torchvisions():
+    meta = torchvision.models.GoogLeNet_Weights.IMAGENET1K_V1.meta
+    assert round(count_macs("googlenet") / 1e9, 3) == meta["_ops"]  # 1.498 G at 224x224
+    assert (create_model("googlenet").min_input_size,) * 2 == meta["min_size"]
 
 
 def test_torchvision_checkpoint_loads_key_for_key_and_gives_the_same_logits(ours, reference):
@@ -163,14 +170,14 @@ def paper():
 
 def test_paper_layer_shapes_are_table_1s(paper):
     aux_pools = {"aux1.pool.0": (4, 4, 512), "aux2.pool.0": (4, 4, 528)}  # section 5's text
-    shapes = _output_shapes(paper, torch.randn(1, 3, 224, 224), [*TABLE_1_OUTPUT, *aux_pools, "fc"])
+    shapes = output_shapes(paper, torch.randn(1, 3, 224, 224), [*TABLE_1_OUTPUT, *aux_pools, "fc"])
     for name, (height, width, channels) in (TABLE_1_OUTPUT | aux_pools).items():
         assert shapes[name] == (channels, height, width), name
     assert shapes["fc"] == (1000,)
 
 
 def test_paper_multiply_adds_are_table_1s(paper):
-    macs = _macs(paper, torch.randn(1, 3, 224, 224), ["conv2", "conv3", *list(TABLE_1_OPS)[1:]])
+    macs = conv_macs(paper, torch.randn(1, 3, 224, 224), ["conv2", "conv3", *list(TABLE_1_OPS)[1:]])
     macs["conv"] = macs.pop("conv2") + macs.pop("conv3")
     for name, millions in TABLE_1_OPS.items():
         assert abs(macs[name] / 1e6 - millions) < 1, name
@@ -205,7 +212,7 @@ def test_stages_at_96_grey_are_d2ls(name):
 
 def test_paper_aux_losses_reach_the_whole_network():
     model = create_model("googlenet_paper", num_classes=5, aux_logits=True).train()
-    logits, aux = model.forward_with_aux(torch.randn(2, 3, 96, 96))
+    _, aux = model.forward_with_aux(torch.randn(2, 3, 96, 96))
     target = torch.tensor([0, 4])
     loss = sum(model.aux_weight * nn.functional.cross_entropy(a, target) for a in aux)
     loss.backward()  # aux losses only: the main head gets no gradient, the stem does
@@ -220,7 +227,7 @@ def test_small_keeps_full_resolution_then_pools_twice(in_chans, size):
     model = create_model("googlenet_small", num_classes=10, in_chans=in_chans).eval()
     assert model.default_input_size == 28 and not model.has_aux
     x = torch.randn(1, in_chans, size, size)
-    assert _output_shapes(model, x, ["conv1"])["conv1"][1:] == (size, size)
+    assert output_shapes(model, x, ["conv1"])["conv1"][1:] == (size, size)
     with torch.no_grad():
         outputs = model.stage_outputs(x)
         assert model(x).shape == (1, 10)
@@ -230,7 +237,7 @@ def test_small_keeps_full_resolution_then_pools_twice(in_chans, size):
 def test_small_costs_20_to_60_million_multiply_adds_and_scales_with_width():
     def total(model):
         names = [n for names in model.stages.values() for n in names]
-        return sum(_macs(model, torch.randn(1, 1, 28, 28), names).values())
+        return sum(conv_macs(model, torch.randn(1, 1, 28, 28), names).values())
 
     default = total(create_model("googlenet_small", num_classes=10, in_chans=1))
     assert 20e6 <= default <= 60e6

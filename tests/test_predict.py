@@ -167,3 +167,17 @@ def test_real_photos_get_predictions_and_a_corrupt_copy_is_named(data_root, tmp_
         result = results[photo.name]
         assert result.error is None and sorted(result.classes) == ["cat", "dog"]
         assert sum(result.probabilities) == pytest.approx(1, abs=1e-5)
+
+
+def test_foreign_checkpoint_gets_its_classes_from_the_head_and_torchvision_preprocessing(tmp_path):
+    import torchvision
+
+    from inceptorch.predict import load_for_inference
+
+    reference = torchvision.models.googlenet(weights=None, num_classes=7, aux_logits=False, init_weights=False)
+    path = tmp_path / "googlenet-custom.pth"
+    torch.save(reference.state_dict(), path)
+    model, prep = load_for_inference(path, "googlenet")
+    assert model.num_classes == 7 and not model.training
+    assert torch.equal(model.fc.weight, reference.fc.weight)
+    assert (prep.crop, prep.resize, prep.mean) == (224, 256, (0.5, 0.5, 0.5))  # transform_input's [-1, 1] pixels

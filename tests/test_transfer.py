@@ -17,7 +17,14 @@ from inceptorch.engine import fit, make_optimizer
 from inceptorch.errors import ConfigError, InputSizeError
 from inceptorch.models.base import ImageClassifier
 from inceptorch.models.layers import ConvBNAct
-from inceptorch.transfer import Preprocessing, block_names, freeze, preprocessing_for, unfreeze
+from inceptorch.transfer import (
+    Preprocessing,
+    block_names,
+    freeze,
+    preprocessing_for,
+    start_from_checkpoint,
+    unfreeze,
+)
 from inceptorch.weights import save_weights
 
 SIDE = 12
@@ -270,3 +277,17 @@ def test_finetune_without_weights_is_a_one_line_error(two_class_npz, capsys):
     assert "--weights" in capsys.readouterr().err
     with pytest.raises(ConfigError, match="unfreeze-after"):
         resolve({"freeze": "backbone", "unfreeze_after": 5, "epochs": 5})
+
+
+def test_heads_trained_on_other_classes_of_the_same_number_start_fresh(tmp_path):
+    source = inceptorch.create_model("googlenet_small", num_classes=2)
+    source.class_names = ["shirt", "shoe"]
+    weights = tmp_path / "clothes.safetensors"
+    save_weights(source, weights, {"preprocessing": Preprocessing(28, 28, (0.3,) * 3, (0.2,) * 3).to_dict()})
+    for classes, kept in ((["shirt", "shoe"], True), (["cat", "dog"], False)):
+        model = inceptorch.create_model("googlenet_small", num_classes=2, weights=weights)
+        model.class_names = classes
+        config = start_from_checkpoint(resolve({"weights": str(weights)}), model)
+        assert torch.equal(model.fc.weight, source.fc.weight) == kept
+        assert torch.equal(model.inception4b.branch1.conv.weight, source.inception4b.branch1.conv.weight)
+        assert list(config.mean) == pytest.approx([0.3] * 3) and list(config.std) == pytest.approx([0.2] * 3)
