@@ -3,11 +3,12 @@
 from . import errors
 from .analysis import branch_breakdown, compare, count_macs, min_input_size, summary
 from .engine import evaluate, train
+from .inference import optimize_for_inference
 from .models import create_model, list_models, load_model
 from .predict import extract_features, predict
 from .transfer import finetune, freeze, unfreeze
 
 __all__ = ["errors", "list_models", "create_model", "load_model", "min_input_size", "summary", "count_macs",
            "branch_breakdown", "compare", "train", "evaluate", "finetune", "freeze", "unfreeze", "predict",
-           "extract_features"]
+           "extract_features", "optimize_for_inference"]
 __version__ = "0.1.0"

@@ -288,11 +288,111 @@ def add_finetune(sub):
     p.set_defaults(run=_run_finetune)
 
 
+def _run_export(args) -> int:
+    from .errors import ConfigError
+    from .inference import export
+
+    if args.weights:
+        from .predict import load_for_inference
+
+        model, _ = load_for_inference(args.weights, args.model)
+        if getattr(model, "model_name", args.model) != args.model:
+            raise ConfigError(f"{args.weights} holds a {model.model_name} checkpoint, not {args.model}: "
+                              f"export it as {model.model_name}")
+    elif args.random_init:
+        from .models import create_model
+
+        model = create_model(args.model, in_chans=args.input[-3] if args.input and len(args.input) >= 3 else 3)
+    else:
+        raise ConfigError("give the weights to export with --weights CKPT (or --random-init for untrained "
+                          "weights, to try the export)")
+    result = export(model, args.out, args.format, args.input, dynamic_batch=args.dynamic_batch)
+    runner = "onnxruntime" if args.format == "onnx" else "torch.jit.load"
+    batch = ("any batch size" if args.dynamic_batch else f"batch {result.input_shape[0]} only" if args.format == "onnx"
+             else f"traced at batch {result.input_shape[0]}")
+    print(f"wrote {result.path} ({args.format}, input {'x'.join(map(str, result.input_shape))}, {batch}); "
+          f"{runner} output vs PyTorch: max |difference| {result.max_difference:.1e}")
+    if result.max_difference > 1e-4:
+        print("inceptorch: warning: the exported model's outputs differ from PyTorch's by more than 1e-4",
+              file=sys.stderr)
+        return 1
+    return 0
+
+
+def add_export(sub):
+    p = sub.add_parser("export", help="write a model to ONNX or TorchScript, checked against PyTorch",
+                       description="Writes MODEL with the weights of CKPT as an ONNX file (checked with "
+                                   "onnx.checker) or a frozen TorchScript module, then runs the file on a "
+                                   "random input (onnxruntime or torch.jit.load) and compares its outputs "
+                                   "with PyTorch's. Exit status 1 if they differ by more than 1e-4.")
+    p.add_argument("model", help="model name (see: inceptorch list)")
+    p.add_argument("--weights", metavar="CKPT", help="checkpoint: inceptorch's own, or a torchvision/timm file")
+    p.add_argument("--random-init", action="store_true", help="export untrained weights (without --weights)")
+    p.add_argument("--format", choices=("onnx", "torchscript"), default="onnx")
+    p.add_argument("--out", required=True, metavar="FILE", help="file to write")
+    p.add_argument("--input", type=_input_size, metavar="SIZE",
+                   help="input size: 224, 3x224x224 or 1x3x224x224 (default: the model's own, batch 1)")
+    p.add_argument("--dynamic-batch", action="store_true", help="accept any batch size, not only --input's")
+    p.set_defaults(run=_run_export)
+
+
+def _batch_sizes(text: str) -> tuple[int, ...]:
+    try:
+        sizes = tuple(int(b) for b in text.split(","))
+    except ValueError:
+        sizes = ()
+    if not sizes or min(sizes) < 1:
+        raise argparse.ArgumentTypeError(f"'{text}' is not a list of batch sizes like 1,16")
+    return sizes
+
+
+def _run_bench(args) -> int:
+    from pathlib import Path
+
+    from .inference import benchmark
+
+    report = benchmark(args.models, batches=args.batch, train_batches=args.batch if args.train else (),
+                       input_size=args.input, threads=args.threads, peak_gflops=args.peak_gflops,
+                       repeats=args.repeats, compile=args.compile, onnx=not args.no_onnx)
+    print(report.table())
+    if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(report.to_json() + "\n")
+        print(f"results written to {args.json}")
+    return 0
+
+
+def add_bench(sub):
+    p = sub.add_parser("bench", help="CPU throughput of the reference, eager, optimized and ONNX Runtime paths",
+                       description="Times, in this one process, each model's inference paths: torchvision's "
+                                   "or timm's eager model with the same weights (where one exists), "
+                                   "inceptorch eager, optimize_for_inference and onnxruntime on the exported "
+                                   "model; images/s, ms per batch, achieved GFLOP/s, share of the CPU's peak, "
+                                   "and the ratio to the first path. Medians of rounds that interleave the "
+                                   "paths, after warm-up.")
+    p.add_argument("models", nargs="+", metavar="MODEL")
+    p.add_argument("--batch", type=_batch_sizes, default=(1, 16), help="batch sizes, comma-separated (default 1,16)")
+    p.add_argument("--input", type=_input_size, metavar="SIZE", help="input size (default: each model's own)")
+    p.add_argument("--train", action="store_true",
+                   help="also time training steps (forward, backward, SGD step) at each batch size")
+    p.add_argument("--compile", action="store_true",
+                   help="also time optimize_for_inference(compile=True) (minutes of compilation per shape)")
+    p.add_argument("--no-onnx", action="store_true", help="leave out the onnxruntime path")
+    p.add_argument("--threads", type=int, help="threads for PyTorch and onnxruntime (default: PyTorch's)")
+    p.add_argument("--repeats", type=int, default=5, help="timed rounds (default 5)")
+    p.add_argument("--peak-gflops", type=float,
+                   help="the CPU's fp32 peak, for the share-of-peak column (default 156.8: the reference "
+                        "machine's 2 cores x 2.45 GHz x 32 FLOPs a cycle)")
+    p.add_argument("--json", metavar="FILE", help="also write the results as JSON")
+    p.set_defaults(run=_run_bench)
+
+
 COMMANDS = [add_list]
 COMMANDS += [add_predict, add_embed]
 COMMANDS += [add_summary, add_compare]
 COMMANDS += [add_train, add_evaluate]
 COMMANDS += [add_finetune]
+COMMANDS += [add_export, add_bench]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -310,7 +410,7 @@ def main(argv=None) -> int:
         result = args.run(args)
     except InceptorchError as e:
         print(f"inceptorch: error: {e}", file=sys.stderr)
-        return 2
+        return getattr(e, "exit_status", 2)
     return result if isinstance(result, int) else 0
 
 

@@ -90,6 +90,10 @@ class TrainConfig:
     amp: bool = _opt(False, "mixed precision (bfloat16, or float16 with loss scaling on older GPUs)")
     channels_last: bool = _opt(False, "channels-last memory format")
     compile: bool = _opt(False, "torch.compile the model")
+    detect_anomaly: bool = _opt(False, "debugging: make autograd name the operation whose backward gives NaN "
+                                "(torch.autograd.set_detect_anomaly; slow)")
+    dist_timeout: float = _opt(300.0, "seconds a process of a torchrun run waits for the others before it "
+                               "stops with an error (a dead or stuck process)")
     # run folder
     out_dir: str = _opt("runs", "folder of run folders")
     name: str | None = _opt(None, "run folder name (default: MODEL-DATA, numbered when taken)")
@@ -222,6 +226,7 @@ def check(c: TrainConfig) -> None:
     need(c.warmup_epochs >= 0, f"--warmup-epochs must be 0 or more, got {c.warmup_epochs}")
     need(c.step_epochs > 0, f"--step-epochs must be at least 1, got {c.step_epochs}")
     need(c.workers >= 0, f"--workers must be 0 or more, got {c.workers}")
+    need(c.dist_timeout > 0, f"--dist-timeout must be a positive number of seconds, got {c.dist_timeout}")
     need(c.weights_origin in WEIGHT_ORIGINS,
          f"unknown --weights-origin '{c.weights_origin}': choose one of {', '.join(WEIGHT_ORIGINS)}")
     need(c.unfreeze_after is None or (c.freeze != "none" and 1 <= c.unfreeze_after < c.epochs),

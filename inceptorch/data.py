@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 
 from .errors import ConfigError, DataError, InputSizeError
-from .predict import IMAGE_SUFFIXES, read_image
+from .predict import IMAGE_SUFFIXES, is_listed_image, read_image
 from .transfer import CROP_FRACTION, Preprocessing
 
 log = logging.getLogger("inceptorch")
@@ -160,6 +160,11 @@ def read_idx(path: Path) -> np.ndarray:
     return np.frombuffer(raw, dtype=np.uint8, offset=header).reshape(dims)
 
 
+def _files_needed(splits) -> set[str]:
+    """The splits to read from files: a held-out validation split comes out of the training one."""
+    return {"train" if split == "val" else split for split in splits}
+
+
 def _idx_file(folder: Path, split: str, kind: str) -> Path:
     stem = IDX_FILES[split].format(kind)
     for name in (stem, stem + ".gz"):
@@ -185,7 +190,7 @@ def _idx_folder(data: str, data_root: str | None) -> Path:
 def _from_idx(data: str, data_root: str | None, splits) -> Source:
     folder = _idx_folder(data, data_root)
     loaded = {}
-    for split in {"train", *splits} - {"val"}:
+    for split in _files_needed(splits):
         images_path = _idx_file(folder, split, "images-idx3")
         labels_path = _idx_file(folder, split, "labels-idx1")
         images, labels = read_idx(images_path), read_idx(labels_path)
@@ -221,7 +226,7 @@ def _from_cifar10(data_root: str | None, splits) -> Source:
         data_root = _download_root()
         _download("cifar10", data_root)
     loaded = {}
-    for split in {"train", *splits} - {"val"}:
+    for split in _files_needed(splits):
         try:
             dataset = tvd.CIFAR10(data_root, train=split == "train", download=False)
         except RuntimeError:
@@ -234,8 +239,7 @@ def _from_cifar10(data_root: str | None, splits) -> Source:
 def _class_files(folder: Path, classes: list[str]) -> Split:
     files, labels = [], []
     for label, name in enumerate(classes):
-        found = sorted(p for p in (folder / name).rglob("*")
-                       if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file() and not p.name.startswith("."))
+        found = sorted(p for p in (folder / name).rglob("*") if is_listed_image(p))
         if not found:
             raise DataError(f"class folder {folder / name} holds no images "
                             f"({', '.join(sorted(IMAGE_SUFFIXES))}): add images or remove the folder")

@@ -9,9 +9,12 @@ its share of every global batch; metrics are summed over processes; only process
 import logging
 import math
 import os
+import signal
 import sys
+import threading
 import time
 from dataclasses import dataclass, field, replace
+from datetime import timedelta
 from pathlib import Path
 
 import torch
@@ -68,6 +71,40 @@ class Processes:
             tensor = tensor.clone()
             dist.all_reduce(tensor)
         return tensor
+
+
+class TrainingInterrupted(TrainingError):
+    """Ctrl-C: the state was saved at a step boundary; ``--resume`` continues from that very step."""
+
+    exit_status = 130  # the shell's status for a process stopped by SIGINT
+
+
+class CtrlC:
+    """Turns the first Ctrl-C (SIGINT) into a request to stop after the current step, so that the saved
+    state is a whole step's; a second Ctrl-C stops at once. Only the main thread can catch signals."""
+
+    def __init__(self):
+        self.requested = False
+        self._previous = None
+
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGINT, self._handle)
+        return self
+
+    def _handle(self, signum, frame):
+        self.requested = True
+        signal.signal(signal.SIGINT, self._previous)
+
+    def __exit__(self, *exc):
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)
+
+    def agreed(self, processes: Processes, device) -> bool:
+        """Whether any process was asked to stop (all stop at the same step)."""
+        if processes.world == 1:
+            return self.requested
+        return processes.sum(torch.tensor(float(self.requested), device=device)).item() > 0
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -220,10 +257,12 @@ def _progress(total: int, description: str, enabled: bool):
 
 def fit(model, loaders: dict, config: TrainConfig, run: "runs.Run | None" = None, *,
         metadata: dict | None = None, state: dict | None = None, processes: Processes | None = None,
-        device=None) -> list[dict]:
+        device=None, stop: CtrlC | None = None) -> list[dict]:
     """Trains ``model`` on ``loaders['train']`` for ``config.epochs`` epochs, scoring ``loaders['val']``
     after each; with ``run``, writes metrics and checkpoints; with ``state`` (from ``runs.load_state``),
-    continues where that run stopped. Returns the metrics of every epoch."""
+    continues where that run stopped (at an epoch's end, or at the step where Ctrl-C stopped it); with
+    ``stop``, saves the state and raises ``TrainingInterrupted`` once it is requested. Returns the metrics
+    of every epoch."""
     processes = processes or Processes()
     device = device or torch.device("cpu")
     train_batches, val_batches = loaders["train"], loaders["val"]
@@ -242,7 +281,7 @@ def fit(model, loaders: dict, config: TrainConfig, run: "runs.Run | None" = None
         optimizer, lambda step: lr_factor(step, total_steps, config, steps_per_epoch))
     amp_dtype = _amp_dtype(config, device)
     scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
-    history, best_acc, best_epoch, start_epoch = [], -1.0, 0, 0
+    history, best_acc, best_epoch, start_epoch, partial = [], -1.0, 0, 0, None
     if state is not None:
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
@@ -250,6 +289,7 @@ def fit(model, loaders: dict, config: TrainConfig, run: "runs.Run | None" = None
         scaler.load_state_dict(state["scaler"])
         history, start_epoch = state["history"], state["epoch"]
         best_acc, best_epoch = state["best_val_acc"], state["best_epoch"]
+        partial = state.get("partial")  # set when Ctrl-C stopped the run inside an epoch
         log.info("resuming %s after epoch %d of %d", run.dir if run else "", start_epoch, config.epochs)
 
     def wrapped():
@@ -262,6 +302,12 @@ def fit(model, loaders: dict, config: TrainConfig, run: "runs.Run | None" = None
             forward = nn.parallel.DistributedDataParallel(forward,
                                                           device_ids=[device] if device.type == "cuda" else None)
         return forward
+
+    def resume_state(finished_epochs: int, partial: dict | None = None) -> dict:
+        """What ``--resume`` needs, after a finished epoch or (``partial``) inside the next one."""
+        return {"epoch": finished_epochs, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                "schedule": schedule.state_dict(), "scaler": scaler.state_dict(), "history": history,
+                "best_val_acc": best_acc, "best_epoch": best_epoch, "partial": partial}
 
     forward = wrapped()
     step = start_epoch * steps_per_epoch
@@ -277,9 +323,25 @@ def fit(model, loaders: dict, config: TrainConfig, run: "runs.Run | None" = None
         model.train()
         started = time.perf_counter()
         loss_sum, correct, seen = 0.0, torch.zeros((), dtype=torch.long, device=device), 0
+        done = partial["batches"] if partial else 0
         bar = _progress(len(train_batches), f"epoch {epoch + 1}/{config.epochs}",
                         processes.main and not config.quiet and sys.stderr.isatty())
         for batch, (x, y) in enumerate(train_batches):
+            if batch < done:
+                continue  # replayed, not trained: the epoch's augmentation draws stay those of an unbroken run
+            if partial is not None:  # the step where Ctrl-C stopped the run: its sums and random state
+                loss_sum, seen = partial["loss_sum"], partial["seen"]
+                correct.fill_(partial["correct"])
+                torch.set_rng_state(partial["rng"])
+                step, partial = step + done, None
+            if stop is not None and stop.agreed(processes, device):
+                if run is not None:
+                    run.save_state(resume_state(epoch, {"batches": batch, "loss_sum": loss_sum, "seen": seen,
+                                                        "correct": correct.item(), "rng": torch.get_rng_state()}))
+                saved = f"the state was saved in {run.dir}; continue with: inceptorch train --resume {run.dir}" \
+                    if run else "process 0 saved the state"
+                raise TrainingInterrupted(f"interrupted (Ctrl-C) at step {step + 1} (epoch {epoch + 1}, batch "
+                                          f"{batch + 1}): {saved}")
             x = x.to(device, non_blocking=True, memory_format=memory_format)
             y = y.to(device, non_blocking=True)
             with torch.autocast(device.type, dtype=amp_dtype or torch.bfloat16,
@@ -288,8 +350,8 @@ def fit(model, loaders: dict, config: TrainConfig, run: "runs.Run | None" = None
                 loss = training_loss(logits, aux_logits, y, aux_weight, config.label_smoothing)
             step_loss = (processes.sum(loss.detach()) / processes.world).item()
             if not math.isfinite(step_loss):
-                kept = (f"the last good checkpoint, {run.dir / 'last.safetensors'} (epoch {len(history)}), "
-                        "is kept" if run and history
+                where = f", {run.dir / 'last.safetensors'}," if run else ""
+                kept = (f"the last good checkpoint{where} (epoch {len(history)}) is kept" if history
                         else "no epoch had finished, so no checkpoint was written")
                 raise TrainingError(f"the loss became {step_loss} at step {step + 1} (epoch {epoch + 1}, "
                                     f"batch {batch + 1}, learning rate {schedule.get_last_lr()[0]:.3g}): "
@@ -328,11 +390,8 @@ def fit(model, loaders: dict, config: TrainConfig, run: "runs.Run | None" = None
         if improved:
             best_acc, best_epoch = row["val_acc"], epoch + 1
         if run is not None:
-            state = {"epoch": epoch + 1, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                     "schedule": schedule.state_dict(), "scaler": scaler.state_dict(), "history": history,
-                     "best_val_acc": best_acc, "best_epoch": best_epoch}
             saved_with = {**(metadata or {}), "epoch": epoch + 1, "val_acc": row["val_acc"]}
-            run.save_checkpoint(model, state, saved_with, improved)
+            run.save_checkpoint(model, resume_state(epoch + 1), saved_with, improved)
             run.log_epoch(history)
         line = (f"epoch {epoch + 1}/{config.epochs}  loss {row['train_loss']:.3f}  "
                 f"train acc {row['train_acc']:.3f}  val acc {row['val_acc']:.3f}  "
@@ -354,7 +413,8 @@ def _start_processes(config: TrainConfig) -> tuple[Processes, torch.device, bool
     device = pick_device(config.device, int(os.environ.get("LOCAL_RANK", "0")))
     started = False
     if world > 1 and not dist.is_initialized():
-        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo",
+                                timeout=timedelta(seconds=config.dist_timeout))
         started = True
     if world > 1:
         return Processes(dist.get_rank(), dist.get_world_size()), device, started
@@ -418,8 +478,9 @@ def train(config: TrainConfig | dict | None = None, **options) -> TrainResult:
                  f"{len(source.splits['train'])} training and {len(source.splits['val'])} validation "
                  f"images at {prep.crop}x{prep.crop}x{len(prep.mean)}, {where}", run, quiet=config.quiet)
             metadata = {"preprocessing": prep.to_dict(), "data": _data_spec(config)}
-            history = fit(model, loaders, config, run, metadata=metadata, state=state, processes=processes,
-                          device=device)
+            with CtrlC() as stop, torch.autograd.set_detect_anomaly(config.detect_anomaly):
+                history = fit(model, loaders, config, run, metadata=metadata, state=state,
+                              processes=processes, device=device, stop=stop)
         finally:
             if run is not None:
                 run.close()

@@ -58,12 +58,14 @@ class FusedConv2d(nn.Module):
     """A convolution with batch norm folded in and its ReLU fused, as one oneDNN call on CPU.
 
     Eager PyTorch reorders a convolution's weights into oneDNN's blocked layout on every call and
-    runs batch norm and ReLU as two more passes over memory; here the reorder happens once, on the
-    first call (it depends on the input's shape), and the rest inside the convolution. The reordered
-    weights are an opaque oneDNN tensor that cannot be copied or saved, so ``weight`` keeps the plain
-    ones and copies start without the reordered ones. Elsewhere (GPU, no oneDNN) it runs
-    ``F.conv2d`` and ``F.relu``.
+    runs batch norm and ReLU as two more passes over memory; here the reorder happens once per input
+    shape (oneDNN picks the layout for the shape: a layout made for another shape measured 5-20%
+    slower) and the rest inside the convolution. Reordered weights are opaque oneDNN tensors that
+    cannot be copied or saved, so ``weight`` keeps the plain ones and a copy makes its own. Elsewhere
+    (GPU, other dtypes, no oneDNN) it runs ``F.conv2d`` and ``F.relu``.
     """
+
+    shapes_kept = 4  # reordered weights kept, for the input shapes seen last
 
     def __init__(self, conv: nn.Conv2d, bn: nn.BatchNorm2d | None = None, relu: bool = False):
         super().__init__()
@@ -78,25 +80,32 @@ class FusedConv2d(nn.Module):
         self.stride, self.padding = list(conv.stride), list(conv.padding)
         self.dilation, self.groups = list(conv.dilation), conv.groups
         self.relu = relu
-        self._packed = None
+        self._reordered = {}
+
+    def _reordered_weight(self, shape: torch.Size) -> torch.Tensor:
+        weight = self._reordered.pop(shape, None)
+        if weight is None:
+            weight = torch.ops.mkldnn._reorder_convolution_weight(
+                self.weight, self.padding, self.stride, self.dilation, self.groups, list(shape))
+            if len(self._reordered) >= self.shapes_kept:
+                self._reordered.pop(next(iter(self._reordered)))
+        self._reordered[shape] = weight  # last in: the most recently used
+        return weight
 
     def forward(self, x):
         if x.device.type != "cpu" or x.dtype != torch.float32 or not _onednn_available():
             x = F.conv2d(x, self.weight, self.bias, self.stride, self.padding, self.dilation, self.groups)
             return F.relu(x) if self.relu else x
-        if self._packed is None:
-            self._packed = torch.ops.mkldnn._reorder_convolution_weight(
-                self.weight, self.padding, self.stride, self.dilation, self.groups, list(x.shape))
-        return torch.ops.mkldnn._convolution_pointwise(x, self._packed, self.bias, self.padding, self.stride,
-                                                       self.dilation, self.groups,
+        return torch.ops.mkldnn._convolution_pointwise(x, self._reordered_weight(x.shape), self.bias,
+                                                       self.padding, self.stride, self.dilation, self.groups,
                                                        "relu" if self.relu else "none", [], "")
 
     def _apply(self, fn, recurse=True):
-        self._packed = None  # moved or converted weights need a fresh reorder
+        self._reordered = {}  # moved or converted weights need fresh reorders
         return super()._apply(fn, recurse)
 
     def __getstate__(self):
-        return {**self.__dict__, "_packed": None}
+        return {**self.__dict__, "_reordered": {}}
 
     def extra_repr(self) -> str:
         out_channels, in_channels, *kernel = self.weight.shape
@@ -545,7 +554,7 @@ def _train_calls(model, reference, x) -> dict:
 
 
 def benchmark(models, *, batches=(1, 16), train_batches=(), input_size=None, threads: int | None = None,
-              peak_gflops: float = DEFAULT_PEAK_GFLOPS, repeats: int = 5, compile: bool = False,
+              peak_gflops: float | None = None, repeats: int = 5, compile: bool = False,
               onnx: bool = True) -> BenchReport:
     """Times each model's inference paths, and training steps, in this process; see ``BenchRow``.
 
@@ -554,7 +563,7 @@ def benchmark(models, *, batches=(1, 16), train_batches=(), input_size=None, thr
     inceptorch eager, ``optimize_for_inference`` (and with ``compile=True`` where asked) and
     onnxruntime on the exported model. ``train_batches`` adds training steps: the reference,
     inceptorch eager, and inceptorch channels-last. ``input_size`` is a side, (H, W) or (C, H, W);
-    each model's default when ``None``.
+    each model's default when ``None``. ``peak_gflops`` defaults to the reference CPU's (156.8).
     """
     from .analysis import count_macs, full_input_size
     from .models import create_model
@@ -563,6 +572,7 @@ def benchmark(models, *, batches=(1, 16), train_batches=(), input_size=None, thr
         models = [models]
     if not models or min(list(batches) + list(train_batches) or [1]) < 1 or repeats < 1:
         raise ConfigError("give at least one model, batch sizes of at least 1 and at least one repeat")
+    peak_gflops = peak_gflops or DEFAULT_PEAK_GFLOPS
     previous_threads = torch.get_num_threads()
     if threads is not None:
         if threads < 1:

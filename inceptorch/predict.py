@@ -28,10 +28,11 @@ def read_image(path, channels: int = 3) -> Image.Image:
     Raises ``DataError`` naming the file when it is missing, truncated or not an image.
     """
     try:
-        with Image.open(path) as opened, warnings.catch_warnings():
+        with warnings.catch_warnings():  # before opening: the pixel limit is checked there already
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            image = ImageOps.exif_transpose(opened)
-            image.load()
+            with Image.open(path) as opened:
+                image = ImageOps.exif_transpose(opened)
+                image.load()
     except FileNotFoundError:
         raise DataError(f"{path}: no such file") from None
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombWarning, Image.DecompressionBombError) as e:
@@ -48,6 +49,7 @@ def convert_image(image: Image.Image, channels: int = 3) -> Image.Image:
                              "create the model with in_chans=1 or 3")
     if image.mode in ("I", "I;16", "I;16B", "I;16L", "F"):
         values = np.asarray(image, dtype=np.float64)
+        values = np.where(np.isfinite(values), values, 0.0)  # NaN or infinite pixels of float TIFFs
         low, high = values.min(), values.max()
         image = Image.fromarray(((values - low) * (255 / max(high - low, 1e-12))).round().astype(np.uint8), "L")
     if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
@@ -56,12 +58,19 @@ def convert_image(image: Image.Image, channels: int = 3) -> Image.Image:
     return image.convert("L" if channels == 1 else "RGB")
 
 
+def is_listed_image(path: Path) -> bool:
+    """An image file found in a folder: a regular file (never a device or a pipe, whose reading could
+    block) or a broken link, which is then named as unreadable rather than silently left out."""
+    regular_or_broken = path.is_file() or (path.is_symlink() and not path.exists())
+    return regular_or_broken and path.suffix.lower() in IMAGE_SUFFIXES and not path.name.startswith(".")
+
+
 def image_files(paths: Iterable) -> list[Path]:
     """Files named directly (whatever their suffix), and the image files found under folders, sorted."""
     files = []
     for path in map(Path, paths):
         if path.is_dir():
-            files += sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+            files += sorted(p for p in path.rglob("*") if is_listed_image(p))
         else:
             files.append(path)
     return files

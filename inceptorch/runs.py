@@ -15,11 +15,12 @@ import logging
 import pickle
 import time
 import zipfile
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
 
-from .errors import CheckpointError, ConfigError
+from .errors import CheckpointError, ConfigError, TrainingError
 from .weights import save_weights, write_atomically
 
 log = logging.getLogger("inceptorch")
@@ -43,6 +44,8 @@ class Run:
     def __init__(self, config):
         if config.resume:
             self.dir = Path(config.resume)
+            for stale in self.dir.glob(".*.tmp"):  # a process killed while writing left them
+                stale.unlink()
         else:
             out_dir = Path(config.out_dir)
             if config.name and (out_dir / config.name).exists():
@@ -75,8 +78,9 @@ class Run:
         writer = csv.DictWriter(text, columns, lineterminator="\n")
         writer.writeheader()
         writer.writerows(history)
-        write_atomically(self.dir / "metrics.csv", text.getvalue().encode())
-        write_atomically(self.dir / "metrics.json", json.dumps(history, indent=1).encode())
+        with self._disk_errors(f"the metrics of epoch {history[-1]['epoch']}"):
+            write_atomically(self.dir / "metrics.csv", text.getvalue().encode())
+            write_atomically(self.dir / "metrics.json", json.dumps(history, indent=1).encode())
         if self._tensorboard is None:
             from torch.utils.tensorboard import SummaryWriter
 
@@ -91,10 +95,28 @@ class Run:
             self._plotted = time.monotonic()
 
     def save_checkpoint(self, model, state: dict, metadata: dict, best: bool) -> None:
-        """Weights (last, and best when it improved), then the resume state, which commits the epoch."""
-        save_weights(model, self.dir / "last.safetensors", metadata)
-        if best:
-            save_weights(model, self.dir / "best.safetensors", metadata)
+        """Weights (last, and best when it improved), then the resume state, which commits the epoch.
+
+        A failed write (a full disk) leaves every file as it was before that write: the error says so.
+        """
+        with self._disk_errors(f"the checkpoint of epoch {state['epoch']}"):
+            save_weights(model, self.dir / "last.safetensors", metadata)
+            if best:
+                save_weights(model, self.dir / "best.safetensors", metadata)
+            self.save_state(state)
+
+    @contextmanager
+    def _disk_errors(self, what: str):
+        """A failed write (a full disk, a folder gone read-only) becomes one clear error."""
+        try:
+            yield
+        except OSError as e:
+            raise TrainingError(f"cannot write {what} in {self.dir} ({e.strerror or e}): free disk space or fix "
+                                f"the folder, then continue with --resume {self.dir} (its last checkpoint is "
+                                "intact)") from None
+
+    def save_state(self, state: dict) -> None:
+        """The resume state alone (Ctrl-C inside an epoch: the weights files keep the last whole epoch)."""
         buffer = io.BytesIO()
         torch.save(state, buffer)
         write_atomically(self.dir / STATE_FILE, buffer.getvalue())

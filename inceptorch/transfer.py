@@ -15,6 +15,7 @@ from torch import nn
 
 from .config import WEIGHT_ORIGINS
 from .errors import ConfigError
+from .weights import read_metadata
 
 log = logging.getLogger("inceptorch")
 
@@ -151,8 +152,6 @@ def preprocessing_for(model: nn.Module, origin: str = "auto", weights=None, imag
         raise ConfigError(f"unknown weights origin '{origin}': choose one of {', '.join(WEIGHT_ORIGINS)}")
     in_chans = getattr(model, "in_chans", 3)
     if origin == "auto" and weights is not None:
-        from .weights import read_metadata
-
         saved = read_metadata(weights).get("preprocessing")
         if saved:
             found = Preprocessing.from_dict(saved)
@@ -193,8 +192,6 @@ def start_from_checkpoint(config, model):
     """
     if not config.weights:
         return config
-    from .weights import read_metadata
-
     saved_classes = read_metadata(config.weights).get("class_names")
     if saved_classes and len(saved_classes) == model.num_classes and list(saved_classes) != list(model.class_names):
         log.info("%s was trained on other classes (%s): training fresh heads", config.weights,

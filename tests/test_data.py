@@ -142,7 +142,8 @@ def test_flip_and_crop_act_per_image():
     padded = torch.nn.functional.pad(x, (2, 2, 2, 2))
     shifts = []
     for c, p in zip(cropped, padded):  # each output is one 16x16 window of its zero-padded input
-        found = [(dy, dx) for dy in range(5) for dx in range(5) if torch.equal(c, p[:, dy:dy + 16, dx:dx + 16])]
+        found = [(dy, dx) for dy in range(5) for dx in range(5)
+                 if torch.equal(c, p[:, dy:dy + 16, dx:dx + 16])]
         assert found
         shifts.append(found[0])
     assert len(set(shifts)) > 5

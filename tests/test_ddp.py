@@ -17,9 +17,10 @@ import inceptorch
 def test_two_processes_learn_as_one_does(tmp_path):
     bars = write_bars_npz(tmp_path / "bars.npz", n_train=256, n_val=64)
     options = ["--model", "mnist_inception", "--data", str(bars), "--epochs", "2", "--batch-size", "32",
-               "--lr", "0.05", "--augment", "flip", "--device", "cpu", "--quiet", "--out-dir", str(tmp_path)]
+               "--lr", "0.05", "--warmup-epochs", "0", "--augment", "flip", "--device", "cpu", "--quiet",
+               "--out-dir", str(tmp_path)]
     alone = inceptorch.train({"model": "mnist_inception", "data": str(bars), "epochs": 2, "batch_size": 32,
-                              "lr": 0.05, "augment": "flip", "device": "cpu", "quiet": True,
+                              "lr": 0.05, "warmup_epochs": 0, "augment": "flip", "device": "cpu", "quiet": True,
                               "out_dir": str(tmp_path), "name": "alone"})
     torchrun = Path(sys.executable).with_name("torchrun")
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
@@ -32,5 +33,6 @@ def test_two_processes_learn_as_one_does(tmp_path):
     assert abs(pair[-1]["val_acc"] - alone.metrics["val_acc"]) <= 0.05
     # mnist_inception has no batch norm: each global batch is the same, so the gradients agree but for
     # rounding, and so do the weights
-    ours, theirs = load_file(tmp_path / "pair" / "last.safetensors"), load_file(alone.run_dir / "last.safetensors")
+    ours = load_file(tmp_path / "pair" / "last.safetensors")
+    theirs = load_file(alone.run_dir / "last.safetensors")
     assert all((ours[k] - theirs[k]).abs().max() < 1e-3 for k in ours)

@@ -112,8 +112,8 @@ class NaNAfter(TinyNet):
 
 
 def test_non_finite_loss_stops_naming_the_step_and_keeps_the_checkpoint(tmp_path):
-    config = resolve({"epochs": 2, "batch_size": 16, "aux_weight": 0.0, "quiet": True, "out_dir": str(tmp_path),
-                      "name": "nan"})
+    config = resolve({"epochs": 2, "batch_size": 16, "aux_weight": 0.0, "quiet": True,
+                      "out_dir": str(tmp_path), "name": "nan"})
     source = bars_source()
     steps_per_epoch = len(source.splits["train"]) // 16
     model = NaNAfter(bad_step=steps_per_epoch + 2)
@@ -191,17 +191,20 @@ def test_resumed_run_ends_exactly_where_an_uninterrupted_one_does(tmp_path, monk
     resumed = inceptorch.train({"resume": str(tmp_path / "split"), "quiet": True})
 
     assert resumed.run_dir == tmp_path / "split"
-    expected, got = load_file(whole.run_dir / "last.safetensors"), load_file(resumed.run_dir / "last.safetensors")
+    expected = load_file(whole.run_dir / "last.safetensors")
+    got = load_file(resumed.run_dir / "last.safetensors")
     assert expected.keys() == got.keys()
     assert all(torch.equal(expected[k], got[k]) for k in expected)
-    timeless = [{k: v for k, v in row.items() if k not in ("seconds", "images_per_s")} for row in whole.history]
-    assert [{k: v for k, v in row.items() if k not in ("seconds", "images_per_s")}
-            for row in resumed.history] == timeless
+    def timeless(history):
+        return [{k: v for k, v in row.items() if k not in ("seconds", "images_per_s")} for row in history]
+
+    assert timeless(resumed.history) == timeless(whole.history)
 
 
 def test_recipe_file_is_overridden_by_explicit_options(tmp_path):
     recipe = tmp_path / "quick.yaml"
-    recipe.write_text("model: googlenet_small\nepochs: 7\nlr: 0.2\naugment: [flip, crop]\nlabel-smoothing: 0.1\n")
+    recipe.write_text("model: googlenet_small\nepochs: 7\nlr: 0.2\naugment: [flip, crop]\n"
+                      "label-smoothing: 0.1\n")
     config = resolve({"recipe": str(recipe), "lr": "0.05"})
     assert (config.model, config.epochs, config.lr, config.augment, config.label_smoothing) == (
         "googlenet_small", 7, 0.05, "flip,crop", 0.1)

@@ -22,8 +22,8 @@ def bars(tmp_path_factory):
 def trained(bars, tmp_path_factory):
     """One short run through the command line, shared by the tests that read its folder."""
     out = tmp_path_factory.mktemp("runs")
-    code = main(["train", "--model", "mnist_inception", "--data", str(bars), "--epochs", "2", "--batch-size", "16",
-                 "--out-dir", str(out), "--name", "cli", "--quiet", "--augment", "flip"])
+    code = main(["train", "--model", "mnist_inception", "--data", str(bars), "--epochs", "2", "--batch-size",
+                 "16", "--out-dir", str(out), "--name", "cli", "--quiet", "--augment", "flip"])
     assert code == 0
     return out / "cli"
 
@@ -38,7 +38,8 @@ def test_run_folder_holds_everything(trained):
     assert config["model"] == "mnist_inception" and config["epochs"] == 2 and config["augment"] == "flip"
     metrics = json.loads((trained / "metrics.json").read_text())
     assert [row["epoch"] for row in metrics] == [1, 2]
-    assert (trained / "metrics.csv").read_text().splitlines()[0].startswith("epoch,train_loss,train_acc,val_loss")
+    header = (trained / "metrics.csv").read_text().splitlines()[0]
+    assert header.startswith("epoch,train_loss,train_acc,val_loss")
     assert "epoch 2/2" in (trained / "train.log").read_text()
     per_class = json.loads((trained / "per_class.json").read_text())
     assert list(per_class["classes"]) == CLASSES and sum(map(sum, per_class["confusion"])) == 32
@@ -113,6 +114,7 @@ def test_bad_input_is_one_line_and_exit_status_2(tmp_path, bars, capsys, argumen
 @pytest.mark.realdata
 def test_mnist_inception_learns_real_mnist(data_root, tmp_path):
     """A subset of the real MNIST training digits; the held-out digits are scored."""
-    result = inceptorch.train(model="mnist_inception", data="mnist", data_root=str(data_root), train_samples=8000,
-                              val_split=2000, epochs=2, batch_size=64, lr=0.05, out_dir=str(tmp_path), quiet=True)
+    result = inceptorch.train(model="mnist_inception", data="mnist", data_root=str(data_root), val_split=2000,
+                              train_samples=16000, epochs=2, warmup_epochs=0.3, out_dir=str(tmp_path),
+                              device="cpu", quiet=True)
     assert result.metrics["val_acc"] > 0.97

@@ -1,0 +1,307 @@
+"""Reliability: training runs killed (SIGKILL, Ctrl-C) and resumed end exactly where an unbroken run
+ends, with every file on disk readable at every moment; full disks, unwritable folders, non-finite
+losses and a dead torchrun process give clear errors and lose nothing.
+
+The runs are real ``inceptorch train`` processes, started through a small wrapper that slows each
+training step and each fsync (so that kills land inside steps and inside checkpoint writes) and logs
+the steps it has done; the numbers they compute are untouched.
+"""
+
+import errno
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from _training_data import write_bars_npz
+from safetensors.torch import load_file
+
+import inceptorch
+from inceptorch import cli, config, runs, weights
+from inceptorch.errors import ConfigError, TrainingError
+
+WRAPPER = '''
+import os, sys, time
+from pathlib import Path
+import inceptorch.engine as engine
+
+steps_log = Path(os.environ["STEPS_LOG"])
+real_fsync, real_loss = os.fsync, engine.training_loss
+
+def slow_fsync(fd):
+    time.sleep(float(os.environ.get("FSYNC_DELAY", "0")))
+    real_fsync(fd)
+
+def logged_loss(*args, **kwargs):
+    with steps_log.open("a") as f:
+        f.write("step\\n")
+    time.sleep(float(os.environ.get("STEP_DELAY", "0")))
+    return real_loss(*args, **kwargs)
+
+os.fsync, engine.training_loss = slow_fsync, logged_loss
+from inceptorch.cli import main
+sys.exit(main())
+'''
+
+TIMELESS = ("seconds", "images_per_s")
+
+
+def _options(bars: Path, out_dir: Path) -> list[str]:
+    return ["--model", "lenet", "--data", str(bars), "--epochs", "3", "--batch-size", "16", "--lr", "0.02",
+            "--augment", "flip,crop", "--seed", "3", "--device", "cpu", "--workers", "0", "--quiet",
+            "--out-dir", str(out_dir)]
+
+
+class Trainer:
+    """Starts ``inceptorch train`` processes through the wrapper."""
+
+    def __init__(self, folder: Path):
+        self.folder = folder
+        self.wrapper = folder / "wrapper.py"
+        self.wrapper.write_text(WRAPPER)
+        self.bars = write_bars_npz(folder / "bars.npz", n_train=96, n_val=32)
+        self.steps_log = folder / "steps.log"
+
+    def start(self, *arguments, step_delay=0.0, fsync_delay=0.0) -> subprocess.Popen:
+        env = {**os.environ, "OMP_NUM_THREADS": "1", "STEPS_LOG": str(self.steps_log),
+               "STEP_DELAY": str(step_delay), "FSYNC_DELAY": str(fsync_delay)}
+        return subprocess.Popen([sys.executable, str(self.wrapper), "train", *arguments], env=env,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+    def fresh(self, name: str, **delays) -> subprocess.Popen:
+        return self.start(*_options(self.bars, self.folder), "--name", name, **delays)
+
+    def resume(self, name: str, **delays) -> subprocess.Popen:
+        return self.start("--resume", str(self.folder / name), **delays)
+
+    def steps(self) -> int:
+        return len(self.steps_log.read_text().splitlines()) if self.steps_log.exists() else 0
+
+
+def _finish(process: subprocess.Popen, timeout: float = 120) -> tuple[int, str, str]:
+    out, err = process.communicate(timeout=timeout)
+    return process.returncode, out, err
+
+
+def _wait_for(condition, process: subprocess.Popen, timeout: float = 120) -> bool:
+    """Polls ``condition`` every 5 ms; False when the process ended first."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        if process.poll() is not None:
+            return False
+        time.sleep(0.005)
+    raise TimeoutError("the training process neither reached the point nor ended")
+
+
+def assert_every_file_reads(run_dir: Path) -> int:
+    """Every checkpoint, metrics and config file of the run folder reads whole; returns how many."""
+    checked = 0
+    for path in sorted(run_dir.iterdir()):
+        if path.suffix == ".safetensors":
+            assert load_file(path) and weights.read_metadata(path)["model"] == "lenet"
+        elif path.name == runs.STATE_FILE:
+            assert runs.load_state(run_dir)["model"]
+        elif path.suffix == ".json":
+            json.loads(path.read_text())
+        else:
+            continue
+        checked += 1
+    return checked
+
+
+def assert_same_run(run_dir: Path, reference: Path) -> None:
+    for name in ("last.safetensors", "best.safetensors"):
+        expected, got = load_file(reference / name), load_file(run_dir / name)
+        assert expected.keys() == got.keys()
+        assert all(torch.equal(expected[k], got[k]) for k in expected), name
+
+    def timeless(folder):
+        rows = json.loads((folder / "metrics.json").read_text())
+        return [{k: v for k, v in row.items() if k not in TIMELESS} for row in rows]
+
+    assert timeless(run_dir) == timeless(reference)
+
+
+@pytest.fixture(scope="module")
+def trainer(tmp_path_factory) -> Trainer:
+    """A folder with the wrapper, the data and the reference: one unbroken run."""
+    trainer = Trainer(tmp_path_factory.mktemp("reliability"))
+    rc, _, err = _finish(trainer.fresh("whole"))
+    assert rc == 0, err
+    return trainer
+
+
+@pytest.mark.slow
+def test_runs_killed_at_random_moments_resume_to_the_unbroken_result(trainer):
+    """SIGKILL inside checkpoint writes (fsync slowed to 0.3 s) and inside random training steps, then
+    --resume, until the run completes: same weights and metrics, and no file is ever torn."""
+    rng = random.Random(8)
+    run_dir = trainer.folder / "killed"
+    writing_state = f".{runs.STATE_FILE}."
+    # kill 1 waits for a finished epoch's state, so that there is something to resume
+    kills = [("write", writing_state), ("step", None), ("write", ".last.safetensors."), ("step", None),
+             ("write", ".best.safetensors.")]
+    process = trainer.fresh("killed", step_delay=0.05, fsync_delay=0.3)
+    killed = []
+    for kind, pattern in kills:
+        if kind == "write":  # a temporary file of the checkpoint being written is there
+            def condition(pattern=pattern, first=not killed):
+                if first and not (run_dir / runs.STATE_FILE).exists():
+                    return False
+                return run_dir.is_dir() and any(p.name.startswith(pattern) for p in run_dir.iterdir())
+        else:
+            target = trainer.steps() + rng.randint(1, 5)
+
+            def condition(target=target):
+                return trainer.steps() >= target and (run_dir / runs.STATE_FILE).exists()
+        if not _wait_for(condition, process):
+            break  # the run finished before this kill
+        process.send_signal(signal.SIGKILL)
+        process.wait()
+        killed.append(kind)
+        assert process.returncode == -signal.SIGKILL
+        assert assert_every_file_reads(run_dir) >= 4
+        process = trainer.resume("killed", step_delay=0.05, fsync_delay=0.3)
+    rc, _, err = _finish(process)
+    assert rc == 0, err
+    assert killed.count("write") >= 2 and killed.count("step") >= 1, killed
+    print(f"killed {len(killed)} times: {killed}")
+    assert_same_run(run_dir, trainer.folder / "whole")
+    assert assert_every_file_reads(run_dir) >= 6
+    assert not [p.name for p in run_dir.iterdir() if p.name.endswith(".tmp")]  # resuming cleared them
+
+
+@pytest.mark.slow
+def test_ctrl_c_saves_the_step_and_resume_finishes_the_same_run(trainer):
+    run_dir = trainer.folder / "interrupted"
+    process = trainer.fresh("interrupted", step_delay=0.1)
+    before = trainer.steps()
+    assert _wait_for(lambda: trainer.steps() >= before + 3, process)  # inside the first epoch
+    process.send_signal(signal.SIGINT)
+    rc, _, err = _finish(process)
+    assert rc == 130, err
+    assert "interrupted (Ctrl-C)" in err and f"--resume {run_dir}" in err
+    assert "Traceback" not in err
+    saved = runs.load_state(run_dir)
+    assert saved["epoch"] == 0 and saved["partial"]["batches"] >= 3
+
+    rc, _, err = _finish(trainer.resume("interrupted"))
+    assert rc == 0, err
+    assert_same_run(run_dir, trainer.folder / "whole")
+
+
+def test_checkpoints_are_written_to_a_temporary_file_fsynced_then_renamed(tmp_path, monkeypatch):
+    """The order of the system calls behind every checkpoint file."""
+    calls = []
+    real_replace, real_fsync = os.replace, os.fsync
+    monkeypatch.setattr(os, "fsync", lambda fd: (calls.append("fsync"), real_fsync(fd)))
+    monkeypatch.setattr(os, "replace", lambda a, b: (calls.append(("replace", Path(a).name, Path(b).name)),
+                                                     real_replace(a, b)))
+    run = runs.Run(config.resolve({"out_dir": str(tmp_path), "name": "r", "quiet": True}))
+    calls.clear()
+    model = inceptorch.create_model("lenet", num_classes=4, in_chans=1)
+    run.save_checkpoint(model, {"epoch": 1}, {"epoch": 1}, best=True)
+    run.close()
+    renamed = [c for c in calls if c != "fsync"]
+    assert [c[2] for c in renamed] == ["last.safetensors", "best.safetensors", runs.STATE_FILE]
+    for _, temporary, final in renamed:
+        assert temporary.startswith(f".{final}.") and temporary.endswith(".tmp")
+    # each rename follows the fsync of its file, and is followed by the fsync of the folder
+    assert calls == [c for r in renamed for c in ("fsync", r, "fsync")]
+
+
+def test_full_disk_during_a_checkpoint_keeps_the_previous_one(tmp_path, monkeypatch):
+    bars = write_bars_npz(tmp_path / "bars.npz", n_train=32, n_val=16)
+    options = {"model": "lenet", "data": str(bars), "epochs": 2, "batch_size": 16, "quiet": True,
+               "out_dir": str(tmp_path), "name": "full", "workers": 0, "device": "cpu"}
+    real_fdopen, writes = os.fdopen, []
+
+    class FullDisk:
+        def __init__(self, f):
+            self.f = f
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            self.f.close()
+
+        def write(self, data):
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    def fdopen(fd, *args, **kwargs):
+        writes.append(1)
+        f = real_fdopen(fd, *args, **kwargs)
+        return FullDisk(f) if (tmp_path / "full" / "metrics.json").exists() else f
+
+    monkeypatch.setattr(os, "fdopen", fdopen)  # the disk fills up once the first epoch is saved and logged
+    with pytest.raises(TrainingError, match="No space left on device") as error:
+        inceptorch.train(options)
+    monkeypatch.setattr(os, "fdopen", real_fdopen)
+    message = str(error.value)
+    assert "epoch 2" in message and "--resume" in message and "\n" not in message
+    run_dir = tmp_path / "full"
+    assert runs.load_state(run_dir)["epoch"] == 1
+    assert weights.read_metadata(run_dir / "last.safetensors")["epoch"] == 1
+    assert not [p for p in run_dir.iterdir() if p.name.endswith(".tmp")]
+    assert assert_every_file_reads(run_dir) >= 4
+    resumed = inceptorch.train({"resume": str(run_dir), "quiet": True})  # space freed: it goes on
+    assert resumed.metrics["epoch"] == 2
+
+
+def test_unwritable_run_folder_is_refused_before_training(tmp_path, capsys):
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("")
+    bars = write_bars_npz(tmp_path / "bars.npz", n_train=32, n_val=16)
+    arguments = ["train", "--model", "lenet", "--data", str(bars), "--epochs", "1", "--quiet",
+                 "--device", "cpu"]
+    assert cli.main([*arguments, "--out-dir", str(blocker)]) == 2
+    assert "cannot write the run folder" in capsys.readouterr().err
+    if os.geteuid() != 0:  # root writes through permission bits
+        locked = tmp_path / "locked"
+        locked.mkdir(0o500)
+        assert cli.main([*arguments, "--out-dir", str(locked)]) == 2
+        assert "cannot write the run folder" in capsys.readouterr().err
+    with pytest.raises(ConfigError, match="cannot write the run folder"):
+        runs.Run(config.resolve({"out_dir": "/proc/inceptorch-test", "quiet": True}))
+
+
+def test_detect_anomaly_names_the_backward_that_gives_nan(tmp_path, monkeypatch):
+    """The forward stays finite, the backward does not: --detect-anomaly names the operation at once."""
+    from inceptorch import engine
+
+    class NaNGradient(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, x):
+            return x.clone()
+
+        @staticmethod
+        def backward(ctx, grad):
+            return grad * float("nan")
+
+    real_loss = engine.training_loss
+    monkeypatch.setattr(engine, "training_loss", lambda *a, **k: NaNGradient.apply(real_loss(*a, **k)))
+    bars = write_bars_npz(tmp_path / "bars.npz", n_train=32, n_val=16)
+    options = {"model": "lenet", "data": str(bars), "epochs": 1, "batch_size": 16, "quiet": True,
+               "out_dir": str(tmp_path), "workers": 0, "device": "cpu"}
+    with pytest.raises(TrainingError, match="at step 2 "):  # found one step late, at the next forward
+        inceptorch.train(options, name="plain")
+    with pytest.raises(RuntimeError, match="NaNGradientBackward.* returned nan"):
+        inceptorch.train(options, name="debug", detect_anomaly=True)
+    assert not torch.is_anomaly_enabled()  # switched off again
+
+
+def test_cli_has_the_debugging_and_timeout_flags():
+    parsed = cli.build_parser().parse_args(["train", "--detect-anomaly", "--dist-timeout", "20"])
+    resolved = config.resolve({k: v for k, v in vars(parsed).items() if k not in ("run", "command")})
+    assert resolved.detect_anomaly and resolved.dist_timeout == 20
+    with pytest.raises(ConfigError, match="dist-timeout"):
+        config.resolve({"dist_timeout": 0})
