@@ -8,7 +8,23 @@ from .models import create_model, list_models, load_model
 from .predict import extract_features, predict
 from .transfer import finetune, freeze, unfreeze
 
-__all__ = ["errors", "list_models", "create_model", "load_model", "min_input_size", "summary", "count_macs",
-           "branch_breakdown", "compare", "train", "evaluate", "finetune", "freeze", "unfreeze", "predict",
-           "extract_features", "optimize_for_inference"]
+__all__ = [
+           "branch_breakdown",
+           "compare",
+           "count_macs",
+           "create_model",
+           "errors",
+           "evaluate",
+           "extract_features",
+           "finetune",
+           "freeze",
+           "list_models",
+           "load_model",
+           "min_input_size",
+           "optimize_for_inference",
+           "predict",
+           "summary",
+           "train",
+           "unfreeze",
+]
 __version__ = "0.1.0"

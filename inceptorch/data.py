@@ -25,7 +25,7 @@ from .transfer import CROP_FRACTION, Preprocessing
 
 log = logging.getLogger("inceptorch")
 
-BUILTIN = Path(__file__).parent / "data" / "builtin.npz"
+BUILTIN = Path(__file__).parent / "sample" / "builtin.npz"
 SPLIT_SEED = 0  # held-out validation sets never change with --seed, so evaluate finds the same images
 MNIST_CLASSES = [str(d) for d in range(10)]
 FASHION_CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag",

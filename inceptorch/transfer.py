@@ -15,13 +15,11 @@ from torch import nn
 
 from .config import WEIGHT_ORIGINS
 from .errors import ConfigError
+from .models.layers import IMAGENET_MEAN, IMAGENET_STD, INCEPTION_MEAN_STD
 from .weights import read_metadata
 
 log = logging.getLogger("inceptorch")
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
-INCEPTION_MEAN_STD = ((0.5, 0.5, 0.5), (0.5, 0.5, 0.5))  # timm's Inception weights: pixels in [-1, 1]
 CROP_FRACTION = 0.875  # ImageNet evaluation: resize to crop / 0.875 (342 for 299, 256 for 224), then crop
 
 

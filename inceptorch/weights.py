@@ -29,11 +29,18 @@ _WRAPPER_KEYS = ("state_dict", "model", "model_state_dict", "state_dict_ema", "m
 _PREFIXES = ("module.", "_orig_mod.")
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def write_atomically(path, data: bytes) -> None:
     """Writes ``data`` to ``path`` so that a reader sees the old file or the new one, never a torn one."""
     path = Path(path)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.fchmod(fd, 0o666 & ~_umask())  # mkstemp makes files private; give them the usual permissions
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()

@@ -8,6 +8,7 @@ the steps it has done; the numbers they compute are untouched.
 """
 
 import errno
+import gzip
 import json
 import os
 import random
@@ -19,12 +20,13 @@ from pathlib import Path
 
 import pytest
 import torch
-from _training_data import write_bars_npz
+from _training_data import bar_images, write_bars_npz
 from safetensors.torch import load_file
+from test_data import write_idx_set
 
 import inceptorch
-from inceptorch import cli, config, runs, weights
-from inceptorch.errors import ConfigError, TrainingError
+from inceptorch import cli, config, data, runs, weights
+from inceptorch.errors import ConfigError, DataError, TrainingError
 
 WRAPPER = '''
 import os, sys, time
@@ -32,6 +34,7 @@ from pathlib import Path
 import inceptorch.engine as engine
 
 steps_log = Path(os.environ["STEPS_LOG"])
+steps_log.with_name(f"pid-{os.environ.get('RANK', '0')}").write_text(str(os.getpid()))
 real_fsync, real_loss = os.fsync, engine.training_loss
 
 def slow_fsync(fd):
@@ -68,10 +71,12 @@ class Trainer:
         self.bars = write_bars_npz(folder / "bars.npz", n_train=96, n_val=32)
         self.steps_log = folder / "steps.log"
 
-    def start(self, *arguments, step_delay=0.0, fsync_delay=0.0) -> subprocess.Popen:
+    def start(self, *arguments, step_delay=0.0, fsync_delay=0.0, processes=1) -> subprocess.Popen:
         env = {**os.environ, "OMP_NUM_THREADS": "1", "STEPS_LOG": str(self.steps_log),
                "STEP_DELAY": str(step_delay), "FSYNC_DELAY": str(fsync_delay)}
-        return subprocess.Popen([sys.executable, str(self.wrapper), "train", *arguments], env=env,
+        launcher = [sys.executable] if processes == 1 else [
+            str(Path(sys.executable).with_name("torchrun")), "--standalone", "--nproc-per-node", str(processes)]
+        return subprocess.Popen([*launcher, str(self.wrapper), "train", *arguments], env=env,
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
     def fresh(self, name: str, **delays) -> subprocess.Popen:
@@ -305,3 +310,55 @@ def test_cli_has_the_debugging_and_timeout_flags():
     assert resolved.detect_anomaly and resolved.dist_timeout == 20
     with pytest.raises(ConfigError, match="dist-timeout"):
         config.resolve({"dist_timeout": 0})
+
+
+@pytest.mark.parametrize("damage, words", [
+    (lambda images, labels: (images, labels[:-3]), "do not match"),  # fewer labels than images
+    (lambda images, labels: (images.reshape(len(images), -1)[:, :7], labels), "do not match"),  # 2-D images
+    (lambda images, labels: (images, labels.reshape(-1, 2)), "do not match"),  # 2-D labels
+])
+def test_idx_files_with_wrong_counts_are_named(tmp_path, damage, words):
+    """Files each well formed alone, but not a data set together (test_data covers bad magic numbers and
+    truncation)."""
+    images, labels = bar_images(12, seed=0)
+    write_idx_set(tmp_path, "train", *damage(images, labels.astype("uint8")), compressed=True)
+    with pytest.raises(DataError, match=words) as error:
+        data.open_source(config.resolve({"data": "mnist", "data_root": str(tmp_path)}))
+    assert "train-images-idx3-ubyte.gz" in str(error.value) and "train-labels-idx1-ubyte.gz" in str(error.value)
+
+
+@pytest.mark.parametrize("content, words", [
+    (b"", "magic"),
+    (b"\x00\x00\x08\x03\x00\x00", "truncated"),  # header cut inside the sizes
+    (b"\x1f\x8b\x08\x00garbage", "not a readable IDX file"),  # a gzip stream cut short
+])
+def test_idx_files_cut_short_are_named(tmp_path, content, words):
+    path = tmp_path / "train-images-idx3-ubyte.gz"
+    path.write_bytes(content if content.startswith(b"\x1f\x8b") else gzip.compress(content))
+    with pytest.raises(DataError, match=words) as error:
+        data.read_idx(path)
+    assert str(path) in str(error.value)
+
+
+@pytest.mark.slow
+def test_killed_torchrun_process_stops_the_run_and_it_resumes(trainer):
+    """Two gloo processes; process 1 is killed in epoch 2: the run stops within the bound instead of
+    hanging, and ``--resume`` under torchrun finishes it from the epoch 1 checkpoint."""
+    run_dir = trainer.folder / "pair"
+    process = trainer.start(*_options(trainer.bars, trainer.folder), "--name", "pair", "--dist-timeout", "30",
+                            processes=2, step_delay=0.1)
+    assert _wait_for(lambda: (run_dir / runs.STATE_FILE).exists(), process)
+    os.kill(int((trainer.folder / "pid-1").read_text()), signal.SIGKILL)
+    killed_at = time.monotonic()
+    rc, _, err = _finish(process, timeout=90)
+    stopped_after = time.monotonic() - killed_at
+    print(f"torchrun stopped {stopped_after:.1f} s after the kill (status {rc})")
+    assert rc != 0 and stopped_after < 60
+    assert "Signal 9 (SIGKILL)" in err  # torchrun names the process that died and how
+    history = runs.load_state(run_dir)["history"]
+    assert len(history) >= 1
+
+    rc, _, err = _finish(trainer.start("--resume", str(run_dir), processes=2), timeout=180)
+    assert rc == 0, err
+    final = json.loads((run_dir / "metrics.json").read_text())
+    assert len(final) == 3 and final[:len(history)] == history  # the epochs before the kill are kept as they were

@@ -1,4 +1,4 @@
-"""Cuts the built-in training sample (inceptorch/data/builtin.npz) from the Fashion-MNIST training set.
+"""Cuts the built-in training sample (inceptorch/sample/builtin.npz) from the Fashion-MNIST training set.
 
 The first images of each class, in the file's order, go to the training part, the next ones to the
 validation part: the same file every time. The .npz holds uint8 arrays train_images, train_labels,
@@ -14,7 +14,7 @@ import numpy as np
 
 from inceptorch.data import FASHION_CLASSES, read_idx
 
-OUT = Path(__file__).resolve().parent.parent / "inceptorch" / "data" / "builtin.npz"
+OUT = Path(__file__).resolve().parent.parent / "inceptorch" / "sample" / "builtin.npz"
 
 
 def main() -> None:

@@ -1,5 +1,8 @@
 """The contract every inceptorch model keeps (see DESIGN.md), with the parts all models share."""
 
+import sys
+from typing import ClassVar
+
 import torch
 from torch import nn
 
@@ -101,12 +104,90 @@ class ImageClassifier(nn.Module):
         return self._min_input_size
 
 
+def init_weights(model: nn.Module) -> None:
+    """He-normal convolutions, which keep the signal's scale through ReLUs (the BN-free paper network
+    needs it), small normal linear layers so that training starts near uniform predictions, zero
+    biases, batch normalization starting as the identity."""
+    for module in model.modules():
+        if isinstance(module, nn.Conv2d):
+            nn.init.kaiming_normal_(module.weight, nonlinearity="relu")
+        elif isinstance(module, nn.Linear):
+            nn.init.trunc_normal_(module.weight, std=0.01, a=-0.02, b=0.02)
+        elif isinstance(module, nn.BatchNorm2d):
+            nn.init.ones_(module.weight)
+        if isinstance(module, (nn.Conv2d, nn.Linear, nn.BatchNorm2d)) and module.bias is not None:
+            nn.init.zeros_(module.bias)
+
+
+class InceptionNet(ImageClassifier):
+    """A network run as named stages of named layers, then average pool, dropout and ``fc``.
+
+    ``stages`` maps each stage to the names of its layers, in order: analysis walks it, and
+    ``stage_outputs`` gives each stage's output. The layers are direct children, so checkpoint
+    keys stay those of the reference layout (``inception4a.branch2.1.conv.weight``).
+    ``aux_taps`` maps a layer to the auxiliary head that reads its output.
+    """
+
+    aux_taps: ClassVar[dict[str, str]] = {}
+
+    def __init__(self, num_classes: int, in_chans: int):
+        super().__init__(num_classes, in_chans)
+        self.stages: dict[str, tuple[str, ...]] = {}
+
+    def add_stage(self, stage: str, layers: dict[str, nn.Module]) -> None:
+        for name, layer in layers.items():
+            self.add_module(name, layer)
+        self.stages[stage] = tuple(layers)
+
+    def add_head(self, in_features: int, dropout: float) -> None:
+        self.avgpool = nn.AdaptiveAvgPool2d(1)
+        self.dropout = nn.Dropout(dropout)
+        self.fc = nn.Linear(in_features, self.num_classes)
+
+    def _walk(self, x, aux: list | None = None):
+        """Runs the stages in order, yielding each one's name and output; with a list ``aux``, the
+        auxiliary heads that are on run too and append their logits to it."""
+        for stage, names in self.stages.items():
+            for name in names:
+                x = getattr(self, name)(x)
+                head = getattr(self, self.aux_taps[name]) if aux is not None and name in self.aux_taps else None
+                if head is not None:
+                    aux.append(head(x))
+            yield stage, x
+
+    def stage_outputs(self, x) -> dict[str, torch.Tensor]:
+        """The output of every stage, by name (aux heads do not run)."""
+        return dict(self._walk(x))
+
+    def forward_features(self, x):
+        for _, features in self._walk(x):
+            pass
+        return features
+
+    def forward_head(self, features):
+        return self.fc(self.dropout(torch.flatten(self.avgpool(features), 1)))
+
+    def forward_with_aux(self, x):
+        if not self.has_aux:
+            return self(x), []
+        _check_input(self, (x,))
+        aux = []
+        for _, features in self._walk(x, aux):
+            pass
+        return self.forward_head(features), aux
+
+
 _MIN_SIZE_CACHE: dict[tuple, int] = {}
+
+
+def _compiling() -> bool:
+    """Whether torch.compile is tracing; asked only once dynamo is loaded, since importing it costs seconds."""
+    return "torch._dynamo" in sys.modules and torch.compiler.is_compiling()
 
 
 def _check_input(model: ImageClassifier, args) -> None:
     """Turns a wrong input into a one-line error before PyTorch fails somewhere deep inside."""
-    if torch.compiler.is_compiling() or torch.jit.is_tracing() or torch.jit.is_scripting():
+    if _compiling() or torch.jit.is_tracing() or torch.jit.is_scripting():
         return
     x = args[0]
     if x.device.type == "meta":

@@ -13,7 +13,7 @@ from typing import NamedTuple
 
 from torch import nn
 
-from .googlenet import InceptionNet, init_weights
+from .base import InceptionNet, init_weights
 from .layers import Branches, ConvBNAct
 from .registry import register
 

@@ -21,13 +21,11 @@ import torch
 from torch import nn
 
 from ..errors import ConfigError
-from .base import ImageClassifier, _check_input
-from .layers import Branches, ConvBNAct
+from .base import InceptionNet, init_weights
+from .layers import IMAGENET_MEAN, IMAGENET_STD, Branches, ConvBNAct, ImageNetToUnitRange
 from .registry import register
 
 PAPER = "Szegedy et al. 2014, Going Deeper with Convolutions"
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 
 # Table 1 of the paper: #1x1, #3x3 reduce, #3x3, #5x5 reduce, #5x5, pool proj.
 INCEPTION_V1_TABLE = {
@@ -100,95 +98,6 @@ class AuxHead(nn.Module):
     def forward(self, x):
         x = torch.flatten(self.conv(self.pool(x)), 1)
         return self.fc2(self.dropout(self.act(self.fc1(x))))
-
-
-class ImageNetToUnitRange(nn.Module):
-    """Turns input normalized with ImageNet's mean and std into (pixel - 0.5) / 0.5, the range the
-    original GoogLeNet weights (ported by torchvision) were trained on."""
-
-    def __init__(self):
-        super().__init__()
-        mean = torch.tensor(IMAGENET_MEAN, dtype=torch.float64).view(1, 3, 1, 1)
-        std = torch.tensor(IMAGENET_STD, dtype=torch.float64).view(1, 3, 1, 1)
-        # Not saved in checkpoints: constants, so that state dicts stay torchvision's.
-        self.register_buffer("scale", (std / 0.5).float(), persistent=False)
-        self.register_buffer("shift", ((mean - 0.5) / 0.5).float(), persistent=False)
-
-    def forward(self, x):
-        return x * self.scale + self.shift
-
-
-def init_weights(model: nn.Module) -> None:
-    """He-normal convolutions, which keep the signal's scale through ReLUs (the BN-free paper network
-    needs it), small normal linear layers so that training starts near uniform predictions, zero
-    biases, batch normalization starting as the identity."""
-    for module in model.modules():
-        if isinstance(module, nn.Conv2d):
-            nn.init.kaiming_normal_(module.weight, nonlinearity="relu")
-        elif isinstance(module, nn.Linear):
-            nn.init.trunc_normal_(module.weight, std=0.01, a=-0.02, b=0.02)
-        elif isinstance(module, nn.BatchNorm2d):
-            nn.init.ones_(module.weight)
-        if isinstance(module, (nn.Conv2d, nn.Linear, nn.BatchNorm2d)) and module.bias is not None:
-            nn.init.zeros_(module.bias)
-
-
-class InceptionNet(ImageClassifier):
-    """A network run as named stages of named layers, then average pool, dropout and ``fc``.
-
-    ``stages`` maps each stage to the names of its layers, in order: analysis walks it, and
-    ``stage_outputs`` gives each stage's output. The layers are direct children, so checkpoint
-    keys stay those of the reference layout (``inception4a.branch2.1.conv.weight``).
-    ``aux_taps`` maps a layer to the auxiliary head that reads its output.
-    """
-
-    aux_taps: ClassVar[dict[str, str]] = {}
-
-    def __init__(self, num_classes: int, in_chans: int):
-        super().__init__(num_classes, in_chans)
-        self.stages: dict[str, tuple[str, ...]] = {}
-
-    def add_stage(self, stage: str, layers: dict[str, nn.Module]) -> None:
-        for name, layer in layers.items():
-            self.add_module(name, layer)
-        self.stages[stage] = tuple(layers)
-
-    def add_head(self, in_features: int, dropout: float) -> None:
-        self.avgpool = nn.AdaptiveAvgPool2d(1)
-        self.dropout = nn.Dropout(dropout)
-        self.fc = nn.Linear(in_features, self.num_classes)
-
-    def _walk(self, x, aux: list | None = None):
-        """Runs the stages in order, yielding each one's name and output; with a list ``aux``, the
-        auxiliary heads that are on run too and append their logits to it."""
-        for stage, names in self.stages.items():
-            for name in names:
-                x = getattr(self, name)(x)
-                head = getattr(self, self.aux_taps[name]) if aux is not None and name in self.aux_taps else None
-                if head is not None:
-                    aux.append(head(x))
-            yield stage, x
-
-    def stage_outputs(self, x) -> dict[str, torch.Tensor]:
-        """The output of every stage, by name (aux heads do not run)."""
-        return dict(self._walk(x))
-
-    def forward_features(self, x):
-        for _, features in self._walk(x):
-            pass
-        return features
-
-    def forward_head(self, features):
-        return self.fc(self.dropout(torch.flatten(self.avgpool(features), 1)))
-
-    def forward_with_aux(self, x):
-        if not self.has_aux:
-            return self(x), []
-        _check_input(self, (x,))
-        aux = []
-        for _, features in self._walk(x, aux):
-            pass
-        return self.forward_head(features), aux
 
 
 def _max_pool(kernel_size: int = 3) -> nn.MaxPool2d:

@@ -13,8 +13,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import ConfigError
-from .googlenet import IMAGENET_MEAN, IMAGENET_STD, ImageNetToUnitRange, InceptionNet, init_weights
-from .layers import ConvBNAct
+from .base import InceptionNet, init_weights
+from .layers import IMAGENET_MEAN, IMAGENET_STD, ConvBNAct, ImageNetToUnitRange
 from .registry import register
 
 PAPER = "Szegedy et al. 2015, Rethinking the Inception Architecture for Computer Vision"

@@ -11,14 +11,12 @@ comments are for the paper's 299x299 input.
 import torch
 from torch import nn
 
-from .base import ImageClassifier
-from .googlenet import init_weights
-from .layers import Branches, ConvBNAct
+from .base import ImageClassifier, init_weights
+from .layers import INCEPTION_MEAN_STD, Branches, ConvBNAct
 from .registry import register
 
 PAPER = ("Szegedy et al. 2016, Inception-v4, Inception-ResNet and the Impact of Residual Connections on "
          "Learning")
-INCEPTION_MEAN_STD = ((0.5, 0.5, 0.5), (0.5, 0.5, 0.5))  # Google's weights see pixels scaled to [-1, 1]
 
 
 def avg_pool_3x3() -> nn.AvgPool2d:

@@ -3,6 +3,10 @@
 import torch
 from torch import nn
 
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+INCEPTION_MEAN_STD = ((0.5, 0.5, 0.5), (0.5, 0.5, 0.5))  # Google's Inception weights see pixels in [-1, 1]
+
 
 class ConvBNAct(nn.Module):
     """Convolution, batch normalization, ReLU: the unit every Inception branch is made of.
@@ -47,3 +51,19 @@ def adapt_first_conv_weight(weight: torch.Tensor, in_chans: int) -> torch.Tensor
         return weight.sum(dim=1, keepdim=True)
     repeats = -(-in_chans // 3)
     return weight.repeat(1, repeats, 1, 1)[:, :in_chans] * (3 / in_chans)
+
+
+class ImageNetToUnitRange(nn.Module):
+    """Turns input normalized with ImageNet's mean and std into (pixel - 0.5) / 0.5, the range the
+    original GoogLeNet weights (ported by torchvision) were trained on."""
+
+    def __init__(self):
+        super().__init__()
+        mean = torch.tensor(IMAGENET_MEAN, dtype=torch.float64).view(1, 3, 1, 1)
+        std = torch.tensor(IMAGENET_STD, dtype=torch.float64).view(1, 3, 1, 1)
+        # Not saved in checkpoints: constants, so that state dicts stay torchvision's.
+        self.register_buffer("scale", (std / 0.5).float(), persistent=False)
+        self.register_buffer("shift", ((mean - 0.5) / 0.5).float(), persistent=False)
+
+    def forward(self, x):
+        return x * self.scale + self.shift
