@@ -83,7 +83,8 @@ def first_reached(history: list[dict], walls: list[float], thresholds) -> dict:
 def machine(device: torch.device) -> dict:
     info = {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
             "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(), "torch": torch.__version__,
-            "device": str(device)}
+            "device": str(device), "load_average": os.getloadavg()[0],
+            "omp": {k: os.environ[k] for k in ("OMP_NUM_THREADS", "OMP_WAIT_POLICY") if k in os.environ}}
     cpuinfo = Path("/proc/cpuinfo")
     if cpuinfo.is_file():
         names = [line.split(":", 1)[1].strip() for line in cpuinfo.read_text().splitlines()
@@ -96,9 +97,10 @@ def machine(device: torch.device) -> dict:
 
 def report(result: dict) -> str:
     run, d2l = result["run"], result.get("d2l")
+    where = result["machine"]
     title = (f"time to accuracy: recipe {result['recipe']} ({run['model']} on {run['data']}, "
-             f"{run['train_images']} training / {run['val_images']} validation images, "
-             f"{result['machine']['device']}, {result['machine']['torch_threads']} threads)")
+             f"{run['train_images']} training / {run['val_images']} validation images, {where['device']}, "
+             f"{where['torch_threads']} threads, load average {where['load_average']:.1f} at the start)")
     lines = [title, "", f"{'epoch':>5}  {'wall s':>7}  {'img/s':>6}  {'val acc':>7}"]
     for row in result["epochs"]:
         lines.append(f"{row['epoch']:>5}  {row['wall_s']:7.1f}  {row['images_per_s']:6.0f}  "
@@ -146,6 +148,7 @@ def main(argv=None) -> int:
     thresholds = ([float(t) for t in args.thresholds.split(",")] if args.thresholds
                   else THRESHOLDS.get(config.data, THRESHOLDS["fashion-mnist"]))
     device = pick_device(config.device)
+    where = machine(device)  # before the run, whose own load would count in the load average
     sizes = {name: len(split) for name, split in datasets.open_source(config).splits.items()}
 
     d2l = d2l_images_per_s(args.data_root, args.device, args.d2l_steps) if args.d2l_steps else None
@@ -159,7 +162,7 @@ def main(argv=None) -> int:
     history = trained.history
     walls = epoch_wall_times(history, total)
     result = {
-        "recipe": args.recipe, "machine": machine(device), "config": config.to_dict(),
+        "recipe": args.recipe, "machine": where, "config": config.to_dict(),
         "run": {"model": config.model, "data": config.data, "run_dir": str(trained.run_dir),
                 "train_images": sizes["train"], "val_images": sizes["val"]},
         "wall_s": total, "best_val_acc": trained.best_val_acc,

@@ -290,7 +290,8 @@ def fit(model, loaders: dict, config: TrainConfig, run: "runs.Run | None" = None
         history, start_epoch = state["history"], state["epoch"]
         best_acc, best_epoch = state["best_val_acc"], state["best_epoch"]
         partial = state.get("partial")  # set when Ctrl-C stopped the run inside an epoch
-        log.info("resuming %s after epoch %d of %d", run.dir if run else "", start_epoch, config.epochs)
+        log.info("resuming %s after epoch %d of %d%s", run.dir if run else "", start_epoch, config.epochs,
+                 f" and {partial['batches']} batches of epoch {start_epoch + 1}" if partial else "")
 
     def wrapped():
         """The training forward, compiled and distributed as asked. DDP learns which parameters need
