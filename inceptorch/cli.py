@@ -396,7 +396,8 @@ COMMANDS += [add_export, add_bench]
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="inceptorch", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="inceptorch", description="GoogLeNet and the Inception family: analyse, train, fine-tune, predict, export.")
     sub = parser.add_subparsers(dest="command", required=True)
     for add in COMMANDS:
         add(sub)
