@@ -65,7 +65,8 @@ def test_digits_are_never_flipped():
     assert "flip" not in config.augment and not config.test_flip
 
 
-@pytest.mark.parametrize("name", RECIPES)
+@pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.slow) if n.endswith("d2l") else n
+                                  for n in RECIPES])  # the d2l network is 6M parameters at 96x96
 def test_recipe_trains_a_few_steps(name, idx_root, tmp_path):
     result = train({"recipe": name, "data_root": str(idx_root), "val_split": 8, "train_samples": 8,
                     "batch_size": 8, "epochs": 1, "out_dir": str(tmp_path), "quiet": True})
