@@ -162,9 +162,10 @@ def load_weights(model, path) -> None:
     state.update({k: v for k, v in expected.items() if _module_of(k, fresh_modules)})
 
     missing = [k for k in expected if k not in state and not k.endswith("num_batches_tracked")]
-    unexpected = [k for k in state if k not in expected]
+    # Named in a stable order: safetensors hands its tensors back in no particular order.
+    unexpected = sorted(k for k in state if k not in expected)
     wrong_shape = [f"{k} {tuple(state[k].shape)} vs {tuple(expected[k].shape)}"
-                   for k in state if k in expected and state[k].shape != expected[k].shape]
+                   for k in expected if k in state and state[k].shape != expected[k].shape]
     if missing or unexpected or wrong_shape:
         made_for = read_metadata(path).get("model") if _is_safetensors(Path(path)) else None
         parts = [f"{label} {', '.join(items[:3])}{' ...' if len(items) > 3 else ''}"
