@@ -1,23 +1,27 @@
 """Fast CPU inference, export to ONNX and TorchScript, and the benchmark that compares them.
 
-What pays on a 2-core AVX2 CPU (images/s at batch 16, googlenet 224x224 / inception_v3 299x299; see
-``benchmarks/inference.py`` and the numbers in its results file):
+``optimize_for_inference`` keeps what paid, measured with paths interleaved in one process on
+googlenet (224x224) and inception_v3 (299x299) against torchvision's eager model with the same
+weights (batch 16 unless said; ratios, since the 2-core machine was shared with other jobs):
 
 - channels-last memory: oneDNN's convolutions work in NHWC, so eager PyTorch on NCHW tensors reorders
-  every activation twice per convolution. Channels-last alone roughly doubles torchvision's eager speed.
-- batch norm folded into the convolution before it, and the convolution, its bias and its ReLU run as
-  one oneDNN call on weights reordered once into oneDNN's blocked layout (``FusedConv2d``): a further
-  5-15%, most of it at small batches where the per-call weight reorder weighs most.
-- ``torch.compile`` (inductor, with weight freezing) on top: another 10-15% (its pooling kernels skip
-  the indices eager max pooling computes), for 1.5-3 minutes of compilation on 2 cores, paid again
-  for each new input shape. Off by default; ``compile=True`` asks for it.
+  every activation in and out of each convolution. 1.6-2.0x on one core (googlenet 1.7x at batch 16,
+  2.0x at batch 1; inception_v3 1.3-1.6x), 2.4-2.5x on a quiet 2-core slice of a Xeon (googlenet).
+- batch norm folded into the convolutions: a further 6-8%.
+- ``FusedConv2d``: each convolution, its bias and its ReLU as one oneDNN call, on weights reordered
+  once per input shape instead of on every call: a further 1-4% (15 interleaved rounds on one core).
+- ``torch.compile`` with inductor's weight freezing: +15% over the above on the quiet Xeon slice
+  (62 vs 54 images/s, googlenet), nothing on one shared core, after 85-155 s of compilation per
+  input shape on 2 cores. Off by default; ``compile=True`` asks for it.
 
-What did not pay, measured and left out: running the sibling 1x1 convolutions of an Inception block
-as one wider convolution split after (the split views must be copied back into dense tensors for
-the next convolution, which ate the gain: within noise on googlenet and inception_v3),
-``torch.jit.trace`` + ``freeze`` (about 10% over eager channels-last before the fused convolutions,
-nothing after them) and ``torch.jit.optimize_for_inference`` (its conversions to oneDNN tensors
-made googlenet 2-5x slower).
+Measured and left out: the sibling 1x1 convolutions of an Inception block run as one wider
+convolution and split after (1-10% slower: the split channel slices must be copied back to dense
+tensors before the next convolution); ``torch.jit.trace`` + ``freeze`` on the folded channels-last
+model (-8% to +6%, within noise); ``torch.jit.optimize_for_inference`` (googlenet 4-7x slower than
+eager channels-last, its conversions to oneDNN's own tensors costing more than they save).
+Against onnxruntime, convolutions run about as fast; the gap is mostly max pooling, where eager
+PyTorch computes the indices for backward even without autograd: 10% of the optimized googlenet's
+time against 4% of onnxruntime's (profiles on one core).
 """
 
 import contextlib
@@ -59,7 +63,7 @@ class FusedConv2d(nn.Module):
 
     Eager PyTorch reorders a convolution's weights into oneDNN's blocked layout on every call and
     runs batch norm and ReLU as two more passes over memory; here the reorder happens once per input
-    shape (oneDNN picks the layout for the shape: a layout made for another shape measured 5-20%
+    shape (oneDNN picks the layout for the shape: a layout made for another shape measured 4-20%
     slower) and the rest inside the convolution. Reordered weights are opaque oneDNN tensors that
     cannot be copied or saved, so ``weight`` keeps the plain ones and a copy makes its own. Elsewhere
     (GPU, other dtypes, no oneDNN) it runs ``F.conv2d`` and ``F.relu``.
@@ -75,8 +79,8 @@ class FusedConv2d(nn.Module):
                                                 bn.weight, bn.bias)
         if bias is None:
             bias = torch.zeros(weight.shape[0], dtype=weight.dtype, device=weight.device)
-        self.register_buffer("weight", weight.detach().clone())
-        self.register_buffer("bias", bias.detach().clone())
+        self.weight = nn.Parameter(weight.detach().clone(), requires_grad=False)
+        self.bias = nn.Parameter(bias.detach().clone(), requires_grad=False)
         self.stride, self.padding = list(conv.stride), list(conv.padding)
         self.dilation, self.groups = list(conv.dilation), conv.groups
         self.relu = relu
@@ -227,7 +231,7 @@ def _export_input(model: nn.Module, input_size) -> torch.Tensor:
     shape = full_input_size(model, input_size)
     if hasattr(model, "in_chans") and shape[1] != model.in_chans:
         raise ConfigError(f"input {'x'.join(map(str, shape))} has {shape[1]} channels but the model takes "
-                          f"{model.in_chans}: give --input with {model.in_chans} channels")
+                          f"{model.in_chans}: give an input size with {model.in_chans} channels (--input)")
     x = torch.randn(shape)
     if isinstance(model, nn.Module) and hasattr(model, "min_input_size"):
         _check_input(model, (x,))
@@ -329,7 +333,7 @@ def _run_exported(path: Path, fmt: str, x: torch.Tensor) -> torch.Tensor:
 
 def export(model: nn.Module, path, format: str = "onnx", input_size=None, *, dynamic_batch: bool = False,
            verify: bool = True) -> ExportResult:
-    """Writes ``model`` (evaluated as in eval mode; the model itself is not changed) to ``path``.
+    """Writes ``model`` in eval mode to ``path`` (from a CPU copy: the model itself is not changed).
 
     ``format`` is ``"onnx"`` (checked with ``onnx.checker``) or ``"torchscript"`` (traced and
     frozen). ``input_size`` is a side, (C, H, W) or (N, C, H, W), the model's default if ``None``.
@@ -342,7 +346,7 @@ def export(model: nn.Module, path, format: str = "onnx", input_size=None, *, dyn
     path = Path(path)
     if not path.parent.is_dir():
         raise ConfigError(f"folder {path.parent} does not exist: create it or choose another --out")
-    model = copy.deepcopy(model).eval()
+    model = copy.deepcopy(model).eval().cpu()
     x = _export_input(model, input_size)
     if format == "onnx":
         _write_onnx(model, x, path, dynamic_batch)
