@@ -177,8 +177,8 @@ class SmallGoogLeNet(InceptionNet):
     normalization throughout and no aux heads.
 
     The default width 0.375 costs about 22M multiply-adds per 28x28 image (200k parameters); on two
-    CPU cores it trains at about 700 images/s in channels-last memory format, 90 s per Fashion-MNIST
-    epoch (about half that speed in the default NCHW format).
+    CPU cores it trains at about 500 images/s in channels-last memory format, 100-120 s per
+    Fashion-MNIST epoch (about half that speed in the default NCHW format).
     """
 
     default_input_size = 28
