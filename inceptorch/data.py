@@ -338,8 +338,8 @@ def channel_stats(split: Split, in_chans: int, crop: int, resize: int, sample: i
             count += x[:, 0].numel()
     else:
         every = max(1, len(split) // sample)
-        decode = ImageFiles(split.files[::every], split.labels[::every], _file_transform(crop, resize),
-                            in_chans)
+        decode = ImageFiles(split.files[::every], split.labels[::every],
+                            Preprocessing(crop, resize, (), ()).transform(normalize=False), in_chans)
         images = [item[0] for item in (decode[i] for i in range(len(decode))) if item[0] is not None]
         if not images:
             raise DataError(f"none of the {len(decode)} sampled training images could be decoded: check "
@@ -482,23 +482,6 @@ class ImageFiles(torch.utils.data.Dataset):
             return self.transform(image), label, None
 
 
-def _file_transform(crop: int, resize: int, augment=(), prep: Preprocessing | None = None):
-    """Resize and center crop (or a random resized crop) to the model's size, flip, scale to [0, 1],
-    normalize: PIL image -> float tensor."""
-    from torchvision.transforms import v2
-
-    if "crop" in augment:
-        steps = [v2.ToImage(), v2.RandomResizedCrop(crop, scale=(0.25, 1), antialias=True)]
-    else:
-        steps = [v2.ToImage(), v2.Resize(resize, antialias=True), v2.CenterCrop(crop)]
-    if "flip" in augment:
-        steps.append(v2.RandomHorizontalFlip())
-    steps.append(v2.ToDtype(torch.float32, scale=True))
-    if prep is not None:
-        steps.append(v2.Normalize(prep.mean, prep.std))
-    return v2.Compose(steps)
-
-
 def _collate(items):
     images = [image for image, _, _ in items if image is not None]
     labels = [label for image, label, _ in items if image is not None]
@@ -514,7 +497,7 @@ class FileBatches(Batches):
         super().__init__(*args, **kwargs)
         self.workers, self.strict, self.pin_memory = workers, strict, pin_memory
         augment = self.augment if self.train else ()
-        transform = _file_transform(self.prep.crop, self.prep.resize, augment, self.prep)
+        transform = self.prep.transform(augment)
         self.dataset = ImageFiles(self.split.files, self.split.labels, transform, len(self.prep.mean))
 
     def __iter__(self):

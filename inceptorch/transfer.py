@@ -111,17 +111,27 @@ class Preprocessing:
         return cls(crop=int(d["crop"]), resize=int(d["resize"]), mean=tuple(d["mean"]), std=tuple(d["std"]),
                    interpolation=d.get("interpolation", "bilinear"))
 
-    def transform(self):
-        """The torchvision transform: PIL image (or uint8 tensor) -> normalized float tensor."""
+    def transform(self, augment=(), normalize: bool = True):
+        """The torchvision transform: PIL image (or uint8 tensor) -> float tensor.
+
+        ``augment`` may hold ``"crop"`` (a random resized crop of 25-100 % of the image instead of the
+        center crop) and ``"flip"``; ``normalize=False`` stops at [0, 1], for measuring the statistics.
+        """
         from torchvision.transforms import InterpolationMode, v2
 
-        return v2.Compose([
-            v2.ToImage(),
-            v2.Resize(self.resize, interpolation=InterpolationMode(self.interpolation), antialias=True),
-            v2.CenterCrop(self.crop),
-            v2.ToDtype(torch.float32, scale=True),
-            v2.Normalize(self.mean, self.std),
-        ])
+        interpolation = InterpolationMode(self.interpolation)
+        if "crop" in augment:
+            steps = [v2.ToImage(), v2.RandomResizedCrop(self.crop, scale=(0.25, 1), interpolation=interpolation,
+                                                        antialias=True)]
+        else:
+            steps = [v2.ToImage(), v2.Resize(self.resize, interpolation=interpolation, antialias=True),
+                     v2.CenterCrop(self.crop)]
+        if "flip" in augment:
+            steps.append(v2.RandomHorizontalFlip())
+        steps.append(v2.ToDtype(torch.float32, scale=True))
+        if normalize:
+            steps.append(v2.Normalize(self.mean, self.std))
+        return v2.Compose(steps)
 
 
 def _for_channels(values: tuple[float, ...], in_chans: int) -> tuple[float, ...]:
