@@ -11,17 +11,21 @@ weights (batch 16 unless said; ratios, since the 2-core machine was shared with 
 - ``FusedConv2d``: each convolution, its bias and its ReLU as one oneDNN call, on weights reordered
   once per input shape instead of on every call: a further 1-4% (15 interleaved rounds on one core).
 - ``torch.compile`` with inductor's weight freezing: +15% over the above on the quiet Xeon slice
-  (62 vs 54 images/s, googlenet), nothing on one shared core, after 85-155 s of compilation per
-  input shape on 2 cores. Off by default; ``compile=True`` asks for it.
+  (62 vs 54 images/s, googlenet), nothing on one shared core, +3% on the idle 2-core AMD EPYC
+  (43.0 vs 41.9 images/s; onnxruntime 49.5), after 25-155 s of compilation per input shape on 2
+  cores. Off by default; ``compile=True`` asks for it.
 
 Measured and left out: the sibling 1x1 convolutions of an Inception block run as one wider
 convolution and split after (1-10% slower: the split channel slices must be copied back to dense
 tensors before the next convolution); ``torch.jit.trace`` + ``freeze`` on the folded channels-last
 model (-8% to +6%, within noise); ``torch.jit.optimize_for_inference`` (googlenet 4-7x slower than
 eager channels-last, its conversions to oneDNN's own tensors costing more than they save).
-Against onnxruntime, convolutions run about as fast; the gap is mostly max pooling, where eager
-PyTorch computes the indices for backward even without autograd: 10% of the optimized googlenet's
-time against 4% of onnxruntime's (profiles on one core).
+Against onnxruntime (its own NCHWc kernels), 15% faster on googlenet and 9% on inception_v3 at
+batch 16: max pooling, where eager PyTorch computes the indices for backward even without autograd,
+is 10-11% of the optimized googlenet's time against 4% of onnxruntime's (profiles on one core), and
+the convolutions run some 8% slower. A max pool without indices (the 3x3/1 pools as two separable
+passes of ``torch.maximum``) saved 2% of googlenet's time and was left out; oneDNN's own pooling
+needs its opaque tensors, and converting to them cost more than the pool.
 """
 
 import contextlib
