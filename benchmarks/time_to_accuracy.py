@@ -27,6 +27,7 @@ import torch
 from inceptorch import data as datasets
 from inceptorch.config import resolve
 from inceptorch.engine import build_model, make_optimizer, pick_device, train, training_loss
+from inceptorch.inference import cpu_name
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = ROOT.parent / "shared" / "data"
@@ -83,13 +84,8 @@ def first_reached(history: list[dict], walls: list[float], thresholds) -> dict:
 def machine(device: torch.device) -> dict:
     info = {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
             "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(), "torch": torch.__version__,
-            "device": str(device), "load_average": os.getloadavg()[0],
+            "cpu": cpu_name(), "device": str(device), "load_average": os.getloadavg()[0],
             "omp": {k: os.environ[k] for k in ("OMP_NUM_THREADS", "OMP_WAIT_POLICY") if k in os.environ}}
-    cpuinfo = Path("/proc/cpuinfo")
-    if cpuinfo.is_file():
-        names = [line.split(":", 1)[1].strip() for line in cpuinfo.read_text().splitlines()
-                 if line.startswith("model name")]
-        info["cpu"] = names[0] if names else None
     if device.type == "cuda":
         info["gpu"] = torch.cuda.get_device_name(device)
     return info

@@ -20,10 +20,10 @@ convolution and split after (1-10% slower: the split channel slices must be copi
 tensors before the next convolution); ``torch.jit.trace`` + ``freeze`` on the folded channels-last
 model (-8% to +6%, within noise); ``torch.jit.optimize_for_inference`` (googlenet 4-7x slower than
 eager channels-last, its conversions to oneDNN's own tensors costing more than they save).
-Against onnxruntime (its own NCHWc kernels), 15% faster on googlenet and 9% on inception_v3 at
-batch 16: max pooling, where eager PyTorch computes the indices for backward even without autograd,
-is 10-11% of the optimized googlenet's time against 4% of onnxruntime's (profiles on one core), and
-the convolutions run some 8% slower. A max pool without indices (the 3x3/1 pools as two separable
+onnxruntime (its own NCHWc kernels) runs 14-28% faster than this on googlenet and 9-15% on
+inception_v3 at batch 16 (``benchmarks/results/``): max pooling, where eager PyTorch computes the
+indices for backward even without autograd, is 10-11% of the optimized googlenet's time against 4%
+of onnxruntime's (profiles on one core), and the convolutions run some 8% slower. A max pool without indices (the 3x3/1 pools as two separable
 passes of ``torch.maximum``) saved 2% of googlenet's time and was left out; oneDNN's own pooling
 needs its opaque tensors, and converting to them cost more than the pool.
 """
@@ -465,14 +465,17 @@ class BenchReport:
         return json.dumps(self.to_dict(), indent=2)
 
 
-def _machine() -> dict:
-    cpu = platform.processor()
+def cpu_name() -> str:
+    """The CPU's model name (Linux's /proc/cpuinfo), else what ``platform`` knows, for benchmark records."""
     try:
-        cpu = next(line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                   if line.startswith("model name"))
+        return next(line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                    if line.startswith("model name"))
     except (OSError, StopIteration):
-        pass
-    info = {"cpu": cpu, "torch": torch.__version__, "python": platform.python_version()}
+        return platform.processor() or platform.machine()
+
+
+def _machine() -> dict:
+    info = {"cpu": cpu_name(), "torch": torch.__version__, "python": platform.python_version()}
     try:
         import onnxruntime
 
