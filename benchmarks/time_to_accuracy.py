@@ -25,6 +25,7 @@ from pathlib import Path
 import torch
 
 from inceptorch import data as datasets
+from inceptorch import sources
 from inceptorch.config import resolve
 from inceptorch.engine import build_model, make_optimizer, pick_device, train, training_loss
 from inceptorch.inference import cpu_name
@@ -43,7 +44,7 @@ def d2l_images_per_s(data_root: str, device: str, steps: int, warmup: int = 1) -
     config = resolve({"recipe": D2L_RECIPE, "data_root": data_root, "device": device,
                       "train_samples": (steps + warmup) * 128})
     device = pick_device(config.device)
-    source = datasets.open_source(config)
+    source = sources.open_source(config)
     model = build_model(config, source.classes, source.channels)
     prep = datasets.preprocessing(source, model, config)
     batches = datasets.loaders(source, prep, config, device=device)["train"]
@@ -145,7 +146,7 @@ def main(argv=None) -> int:
                   else THRESHOLDS.get(config.data, THRESHOLDS["fashion-mnist"]))
     device = pick_device(config.device)
     where = machine(device)  # before the run, whose own load would count in the load average
-    sizes = {name: len(split) for name, split in datasets.open_source(config).splits.items()}
+    sizes = {name: len(split) for name, split in sources.open_source(config).splits.items()}
 
     d2l = d2l_images_per_s(args.data_root, args.device, args.d2l_steps) if args.d2l_steps else None
     if d2l:

@@ -28,7 +28,7 @@ import numpy as np
 import torch
 
 import inceptorch
-from inceptorch.predict import read_image
+from inceptorch.images import read_image
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results"

@@ -1,12 +1,14 @@
 """inceptorch: the GoogLeNet / Inception family of convolutional networks, readable next to their papers."""
 
 from . import errors
-from .analysis import branch_breakdown, compare, count_macs, min_input_size, summary
-from .engine import evaluate, train
+from .analysis import count_macs
+from .engine import evaluate, finetune, train
 from .inference import optimize_for_inference
 from .models import create_model, list_models, load_model
+from .models.meta import min_input_size
 from .predict import extract_features, predict
-from .transfer import finetune, freeze, unfreeze
+from .summary import branch_breakdown, compare, summary
+from .transfer import freeze, unfreeze
 
 __all__ = [
            "branch_breakdown",

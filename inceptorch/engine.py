@@ -1,4 +1,4 @@
-"""Training and evaluation.
+"""Training, fine-tuning and evaluation: ``fit`` (the loop), ``train``, ``finetune``, ``evaluate``.
 
 ``train(config)`` resolves the options, reads the data, builds the model and hands them to ``fit``,
 the training loop, written out in one function so that it reads from top to bottom. The same code
@@ -8,25 +8,36 @@ its share of every global batch; metrics are summed over processes; only process
 
 import logging
 import math
-import os
-import signal
 import sys
-import threading
 import time
 from dataclasses import dataclass, field, replace
-from datetime import timedelta
 from pathlib import Path
 
 import torch
 import torch.distributed as dist
-import torch.nn.functional as F
 from torch import nn
 
 from . import data as datasets
-from . import runs, transfer
+from . import runs, sources, transfer
 from .config import TrainConfig, resolve
 from .errors import ConfigError, DataError, TrainingError
-from .models.registry import create_model, load_model, model_entry
+from .images import Preprocessing
+from .models import create_model, load_model, model_entry
+from .training import (
+    CtrlC,
+    Processes,
+    TrainingInterrupted,
+    WithAux,
+    autocast_dtype,
+    classification_report,
+    evaluate_batches,
+    lr_factor,
+    make_optimizer,
+    pick_device,
+    progress,
+    start_processes,
+    training_loss,
+)
 from .weights import read_metadata
 
 log = logging.getLogger("inceptorch")
@@ -55,204 +66,12 @@ class EvalResult:
     confusion: list[list[int]]  # rows: true class, columns: predicted class
 
 
-@dataclass
-class Processes:
-    """Where this process stands in a distributed run (rank 0 of 1 when alone)."""
-
-    rank: int = 0
-    world: int = 1
-
-    @property
-    def main(self) -> bool:
-        return self.rank == 0
-
-    def sum(self, tensor: torch.Tensor) -> torch.Tensor:
-        if self.world > 1:
-            tensor = tensor.clone()
-            dist.all_reduce(tensor)
-        return tensor
-
-
-class TrainingInterrupted(TrainingError):
-    """Ctrl-C: the state was saved at a step boundary; ``--resume`` continues from that very step."""
-
-    exit_status = 130  # the shell's status for a process stopped by SIGINT
-
-
-class CtrlC:
-    """Turns the first Ctrl-C (SIGINT) into a request to stop after the current step, so that the saved
-    state is a whole step's; a second Ctrl-C stops at once. Only the main thread can catch signals."""
-
-    def __init__(self):
-        self.requested = False
-        self._previous = None
-
-    def __enter__(self):
-        if threading.current_thread() is threading.main_thread():
-            self._previous = signal.signal(signal.SIGINT, self._handle)
-        return self
-
-    def _handle(self, signum, frame):
-        self.requested = True
-        signal.signal(signal.SIGINT, self._previous)
-
-    def __exit__(self, *exc):
-        if self._previous is not None:
-            signal.signal(signal.SIGINT, self._previous)
-
-    def agreed(self, processes: Processes, device) -> bool:
-        """Whether any process was asked to stop (all stop at the same step)."""
-        if processes.world == 1:
-            return self.requested
-        return processes.sum(torch.tensor(float(self.requested), device=device)).item() > 0
-
-
-# ---------------------------------------------------------------------------------------------------
-# Pieces of the loop
-
-
-def pick_device(option: str, local_rank: int = 0) -> torch.device:
-    if option == "auto":
-        option = "cuda" if torch.cuda.is_available() else "cpu"
-    if option.startswith("cuda"):
-        if not torch.cuda.is_available():
-            raise ConfigError(f"--device {option} asks for a GPU, but no CUDA GPU is visible: use "
-                              "--device cpu")
-        device = torch.device(option if ":" in option else f"cuda:{local_rank}")
-        torch.cuda.set_device(device)
-        return device
-    return torch.device(option)
-
-
-def make_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
-    """Weight decay on weights only: biases and batch-norm parameters are left free.
-
-    With ``--unfreeze-after``, the parameters frozen now join at ``--lr-unfrozen``: they get no gradient,
-    so no step touches them, until the second phase frees them.
-    """
-    def groups_of(params, lr):
-        return [{"params": [p for p in params if p.dim() > 1], "weight_decay": config.weight_decay, "lr": lr},
-                {"params": [p for p in params if p.dim() <= 1], "weight_decay": 0.0, "lr": lr}]
-
-    groups = groups_of([p for p in model.parameters() if p.requires_grad], config.lr)
-    if config.unfreeze_after is not None:
-        groups += groups_of([p for p in model.parameters() if not p.requires_grad],
-                            config.lr_unfrozen or config.lr / 10)
-    if config.optimizer == "sgd":
-        return torch.optim.SGD(groups, lr=config.lr, momentum=config.momentum,
-                               nesterov=config.nesterov and config.momentum > 0)
-    if config.optimizer == "adam":
-        return torch.optim.Adam(groups, lr=config.lr)
-    if config.optimizer == "adamw":
-        return torch.optim.AdamW(groups, lr=config.lr)
-    # Inception v3's RMSProp: decay 0.9, epsilon 1.0
-    return torch.optim.RMSprop(groups, lr=config.lr, alpha=0.9, eps=1.0, momentum=config.momentum)
-
-
-def lr_factor(step: int, total: int, config: TrainConfig, steps_per_epoch: int) -> float:
-    """The learning rate at ``step`` as a fraction of ``--lr``: a function of the step alone, so resuming
-    only needs the step count."""
-    warmup = min(round(config.warmup_epochs * steps_per_epoch), total // 2)
-    if config.schedule == "onecycle":
-        rise = warmup or max(1, round(0.25 * total))
-        if step < rise:  # cosine from lr / 25 up to lr
-            return 0.04 + 0.96 * (1 - math.cos(math.pi * step / rise)) / 2
-        return 1e-4 + (1 - 1e-4) * (1 + math.cos(math.pi * (step - rise) / max(1, total - rise))) / 2
-    if step < warmup:
-        return 0.1 + 0.9 * step / warmup
-    if config.schedule == "cosine":
-        return (1 + math.cos(math.pi * (step - warmup) / max(1, total - warmup))) / 2
-    if config.schedule == "step":
-        return config.step_gamma ** (step // steps_per_epoch // config.step_epochs)
-    return 1.0
-
-
-def training_loss(logits, aux_logits, target, aux_weight: float, label_smoothing: float = 0.0
-                  ) -> torch.Tensor:
-    """Cross-entropy of the main head plus ``aux_weight`` times that of each auxiliary head (GoogLeNet's
-    0.3, Inception v3's 0.4), computed in float32 even under autocast."""
-    loss = F.cross_entropy(logits.float(), target, label_smoothing=label_smoothing)
-    for aux in aux_logits:
-        loss = loss + aux_weight * F.cross_entropy(aux.float(), target, label_smoothing=label_smoothing)
-    return loss
-
-
-def classification_report(confusion: torch.Tensor, classes: list[str]) -> dict:
-    """Accuracy, and precision, recall and F1 per class, from a confusion matrix (rows: true class)."""
-    confusion = confusion.double()
-    hits = confusion.diagonal()
-    precision = hits / confusion.sum(0).clamp_min(1)
-    recall = hits / confusion.sum(1).clamp_min(1)
-    f1 = 2 * precision * recall / (precision + recall).clamp_min(1e-12)
-    per_class = {name: {"precision": p, "recall": r, "f1": f, "support": int(s)}
-                 for name, p, r, f, s in zip(classes, precision.tolist(), recall.tolist(), f1.tolist(),
-                                             confusion.sum(1).tolist())}
-    return {"accuracy": (hits.sum() / confusion.sum().clamp_min(1)).item(), "classes": per_class,
-            "confusion": confusion.long().tolist()}
-
-
-@torch.no_grad()
-def evaluate_batches(model: nn.Module, batches, num_classes: int, device: torch.device,
-                     processes: Processes | None = None, amp_dtype=None, flip: bool = False) -> dict:
-    """Loss, accuracy and confusion matrix of ``model`` over every image of ``batches`` (all processes).
-
-    ``flip``: test-time augmentation, the logits averaged with those of the mirrored image.
-    """
-    processes = processes or Processes()
-    model.eval()
-    loss_sum = torch.zeros((), dtype=torch.float64, device=device)
-    confusion = torch.zeros(num_classes * num_classes, dtype=torch.long, device=device)
-    for x, y in batches:
-        x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-        with torch.autocast(device.type, dtype=amp_dtype or torch.bfloat16, enabled=amp_dtype is not None):
-            logits = model(x).float()
-            if flip:
-                logits = (logits + model(x.flip(-1)).float()) / 2
-        loss_sum += F.cross_entropy(logits, y, reduction="sum").double()
-        confusion += torch.bincount(y * num_classes + logits.argmax(1), minlength=num_classes * num_classes)
-    loss_sum = processes.sum(loss_sum)
-    confusion = processes.sum(confusion).view(num_classes, num_classes).cpu()
-    count = int(confusion.sum())
-    return {"loss": loss_sum.item() / max(count, 1), "acc": confusion.diagonal().sum().item() / max(count, 1),
-            "confusion": confusion, "count": count}
-
-
-class _WithAux(nn.Module):
-    """Training forward through ``forward_with_aux``, as a module so that DDP and compile wrap it whole."""
-
-    def __init__(self, model):
-        super().__init__()
-        self.model = model
-
-    def forward(self, x):
-        return self.model.forward_with_aux(x)
-
-
-def _amp_dtype(config: TrainConfig, device: torch.device):
-    if not config.amp:
-        return None
-    if device.type == "cuda" and not torch.cuda.is_bf16_supported():
-        return torch.float16
-    return torch.bfloat16
-
-
 def _say(line: str, run, quiet: bool) -> None:
     """A line for train.log and, unless quiet, the console (only the process with the run folder speaks)."""
     if run is not None:
         run.note(line)
         if not quiet:
             print(line, flush=True)
-
-
-def _progress(total: int, description: str, enabled: bool):
-    from tqdm import tqdm
-
-    return tqdm(total=total, desc=description, leave=False, dynamic_ncols=True, disable=not enabled,
-                file=sys.stderr)
-
-
-# ---------------------------------------------------------------------------------------------------
-# The loop
 
 
 def fit(model, loaders: dict, config: TrainConfig, run: "runs.Run | None" = None, *,
@@ -279,7 +98,7 @@ def fit(model, loaders: dict, config: TrainConfig, run: "runs.Run | None" = None
     total_steps = config.epochs * steps_per_epoch
     schedule = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda step: lr_factor(step, total_steps, config, steps_per_epoch))
-    amp_dtype = _amp_dtype(config, device)
+    amp_dtype = autocast_dtype(config, device)
     scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
     history, best_acc, best_epoch, start_epoch, partial = [], -1.0, 0, 0, None
     if state is not None:
@@ -296,7 +115,7 @@ def fit(model, loaders: dict, config: TrainConfig, run: "runs.Run | None" = None
     def wrapped():
         """The training forward, compiled and distributed as asked. DDP learns which parameters need
         gradients when it is built, so a phase that frees more of them builds it again."""
-        forward = _WithAux(model)
+        forward = WithAux(model)
         if config.compile:
             forward = torch.compile(forward)
         if processes.world > 1:
@@ -325,7 +144,7 @@ def fit(model, loaders: dict, config: TrainConfig, run: "runs.Run | None" = None
         started = time.perf_counter()
         loss_sum, correct, seen = 0.0, torch.zeros((), dtype=torch.long, device=device), 0
         done = partial["batches"] if partial else 0
-        bar = _progress(len(train_batches), f"epoch {epoch + 1}/{config.epochs}",
+        bar = progress(len(train_batches), f"epoch {epoch + 1}/{config.epochs}",
                         processes.main and not config.quiet and sys.stderr.isatty())
         for batch, (x, y) in enumerate(train_batches):
             if batch < done:
@@ -408,20 +227,6 @@ def fit(model, loaders: dict, config: TrainConfig, run: "runs.Run | None" = None
 # The public entry points
 
 
-def _start_processes(config: TrainConfig) -> tuple[Processes, torch.device, bool]:
-    """Joins the process group when started by torchrun (WORLD_SIZE > 1); returns whether it started one."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    device = pick_device(config.device, int(os.environ.get("LOCAL_RANK", "0")))
-    started = False
-    if world > 1 and not dist.is_initialized():
-        dist.init_process_group("nccl" if device.type == "cuda" else "gloo",
-                                timeout=timedelta(seconds=config.dist_timeout))
-        started = True
-    if world > 1:
-        return Processes(dist.get_rank(), dist.get_world_size()), device, started
-    return Processes(), device, started
-
-
 def _aux_weight(config: TrainConfig) -> float:
     """``--aux-weight``, or the model's own default (its class attribute ``aux_weight``)."""
     if config.aux_weight is not None:
@@ -448,7 +253,7 @@ def build_model(config: TrainConfig, classes: list[str], in_chans: int):
 def _data_spec(config: TrainConfig) -> dict:
     """Where the data came from, so that evaluate can find the same validation images again."""
     data = config.data
-    if data not in datasets.KNOWN_SETS and Path(data).exists():
+    if data not in sources.KNOWN_SETS and Path(data).exists():
         data = str(Path(data).resolve())
     return {"data": data, "data_root": config.data_root and str(Path(config.data_root).resolve()),
             "val_split": config.val_split}
@@ -461,10 +266,10 @@ def train(config: TrainConfig | dict | None = None, **options) -> TrainResult:
     """
     config = resolve(config, **options)
     config = replace(config, aux_weight=_aux_weight(config))
-    processes, device, started = _start_processes(config)
+    processes, device, started = start_processes(config)
     try:
         torch.manual_seed(config.seed)
-        source = datasets.open_source(config)
+        source = sources.open_source(config)
         model = build_model(config, source.classes, config.in_chans or source.channels)
         config = transfer.start_from_checkpoint(config, model)
         prep = datasets.preprocessing(source, model, config)
@@ -510,14 +315,14 @@ def evaluate(weights, data: str | None = None, *, split: str = "val", data_root:
                       "strict": strict,
                       "data_root": data_root or (spec.get("data_root") if same_data else None),
                       "val_split": val_split or (spec.get("val_split") if same_data else None) or 0.1})
-    source = datasets.open_source(config, (split,))
+    source = sources.open_source(config, (split,))
     classes = model.class_names or source.classes
     if len(source.classes) != len(classes) or (model.class_names and source.classes != classes):
         raise DataError(f"{weights} was trained on the classes {', '.join(classes)}, but {data} has "
                         f"{', '.join(source.classes)}: evaluate on data with the same classes")
     prep_fields = meta.get("preprocessing")
-    prep = (datasets.Preprocessing.from_dict(prep_fields) if prep_fields
-            else datasets.preprocessing(datasets.open_source(config), model, config))
+    prep = (Preprocessing.from_dict(prep_fields) if prep_fields
+            else datasets.preprocessing(sources.open_source(config), model, config))
     device = pick_device(device)
     batches = datasets.loaders(source, prep, config, device=device)[split]
     model.to(device)
@@ -525,3 +330,24 @@ def evaluate(weights, data: str | None = None, *, split: str = "val", data_root:
     report = classification_report(scored["confusion"], classes)
     return EvalResult(report["accuracy"], scored["loss"], scored["count"], list(classes), report["classes"],
                       report["confusion"])
+
+
+def finetune(config=None, **options):
+    """``inceptorch.train`` from a checkpoint, training only the heads unless told otherwise.
+
+    The same options as ``train``; ``weights`` is required and ``freeze`` defaults to ``"backbone"``.
+    The backbone comes from the checkpoint (torchvision's, timm's or inceptorch's), heads for the
+    data's classes start fresh, the loss adds ``aux_weight`` x each aux head's loss, and with
+    ``unfreeze_after`` a second phase trains everything, the freed layers at ``lr_unfrozen``.
+    The checkpoints written carry the class names and the preprocessing, for ``predict``.
+    """
+    if isinstance(config, TrainConfig):  # its fields that differ from the defaults were chosen
+        default = TrainConfig()
+        config = {k: v for k, v in config.to_dict().items() if v != getattr(default, k)}
+    options = {**(config or {}), **options}
+    if not options.get("resume"):
+        if not options.get("weights"):
+            raise ConfigError("fine-tuning starts from a checkpoint: pass --weights CKPT (an inceptorch, "
+                              "torchvision or timm file)")
+        options.setdefault("freeze", "backbone")
+    return train(options)

@@ -6,74 +6,19 @@ and every other file still gets its prediction. Images are converted to the mode
 the camera's EXIF orientation applied, before the checkpoint's preprocessing.
 """
 
-import warnings
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image, ImageOps
+from PIL import Image
+from torchvision.models import Inception_V3_Weights
 
-from .errors import ConfigError, DataError, InputSizeError
-from .transfer import Preprocessing, preprocessing_for
-
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff", ".ppm", ".pgm"}
-
-
-def read_image(path, channels: int = 3) -> Image.Image:
-    """Decodes an image file to an 8-bit PIL image with ``channels`` channels (1 or 3).
-
-    Raises ``DataError`` naming the file when it is missing, truncated or not an image.
-    """
-    try:
-        with warnings.catch_warnings():  # before opening: the pixel limit is checked there already
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(path) as opened:
-                image = ImageOps.exif_transpose(opened)
-                image.load()
-    except FileNotFoundError:
-        raise DataError(f"{path}: no such file") from None
-    except (OSError, SyntaxError, ValueError, Image.DecompressionBombWarning, Image.DecompressionBombError) as e:
-        reason = (str(e).splitlines() or [type(e).__name__])[0][:100]
-        raise DataError(f"{path}: cannot decode it as an image ({reason})") from None
-    return convert_image(image, channels)
-
-
-def convert_image(image: Image.Image, channels: int = 3) -> Image.Image:
-    """Any PIL image -> 8-bit grey (``channels=1``) or RGB: high bit depths stretched to 8 bits,
-    transparent parts laid on white."""
-    if channels not in (1, 3):
-        raise InputSizeError(f"images can be read for 1- or 3-channel models, not {channels}: "
-                             "create the model with in_chans=1 or 3")
-    if image.mode in ("I", "I;16", "I;16B", "I;16L", "F"):
-        values = np.asarray(image, dtype=np.float64)
-        values = np.where(np.isfinite(values), values, 0.0)  # NaN or infinite pixels of float TIFFs
-        low, high = values.min(), values.max()
-        image = Image.fromarray(((values - low) * (255 / max(high - low, 1e-12))).round().astype(np.uint8), "L")
-    if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
-        rgba = image.convert("RGBA")
-        image = Image.alpha_composite(Image.new("RGBA", rgba.size, "white"), rgba)
-    return image.convert("L" if channels == 1 else "RGB")
-
-
-def is_listed_image(path: Path) -> bool:
-    """An image file found in a folder: a regular file (never a device or a pipe, whose reading could
-    block) or a broken link, which is then named as unreadable rather than silently left out."""
-    regular_or_broken = path.is_file() or (path.is_symlink() and not path.exists())
-    return regular_or_broken and path.suffix.lower() in IMAGE_SUFFIXES and not path.name.startswith(".")
-
-
-def image_files(paths: Iterable) -> list[Path]:
-    """Files named directly (whatever their suffix), and the image files found under folders, sorted."""
-    files = []
-    for path in map(Path, paths):
-        if path.is_dir():
-            files += sorted(p for p in path.rglob("*") if is_listed_image(p))
-        else:
-            files.append(path)
-    return files
+from .errors import ConfigError, DataError
+from .images import Preprocessing, convert_image, image_files, preprocessing_for, read_image
+from .models import create_model, load_model
+from .weights import read_metadata, read_state_dict
 
 
 @dataclass
@@ -146,7 +91,7 @@ def predict(model, images: Iterable, *, topk: int = 5, preprocessing: Preprocess
 
     Order follows ``images`` (folders expanded, sorted); files that cannot be decoded get a
     ``Prediction`` with ``error`` set instead of raising. ``preprocessing`` defaults to the model's
-    natural one (see ``transfer.preprocessing_for``).
+    natural one (see ``images.preprocessing_for``).
     """
     if topk < 1 or batch_size < 1:
         raise ConfigError(f"topk and batch size must be at least 1, got {topk} and {batch_size}")
@@ -201,9 +146,6 @@ def load_for_inference(weights, model: str | None = None, *, origin: str = "auto
     torchvision or timm file) needs ``model``, takes its number of classes from the head's shape,
     and gets ImageNet's class names when it has 1000 classes.
     """
-    from .models import create_model, load_model
-    from .weights import read_metadata, read_state_dict
-
     if model is None or read_metadata(weights).get("model"):
         net = load_model(weights)
     else:
@@ -213,7 +155,5 @@ def load_for_inference(weights, model: str | None = None, *, origin: str = "auto
         num_classes = head_weight.shape[0] if head_weight is not None else net.num_classes
         net = create_model(model, num_classes=num_classes, weights=weights)
         if num_classes == 1000:
-            from torchvision.models import Inception_V3_Weights
-
             net.class_names = Inception_V3_Weights.IMAGENET1K_V1.meta["categories"]
     return net.eval(), preprocessing_for(net, origin, weights, image_size)

@@ -1,27 +1,18 @@
-"""Transfer learning: freezing part of a network, and preprocessing that matches a checkpoint's origin.
+"""Transfer learning: freezing part of a network, and readying a loaded checkpoint for new data.
 
-A pretrained backbone is only as good as the inputs it is fed: Google's Inception weights saw
-pixels scaled to [-1, 1], torchvision's other weights ImageNet-normalized pixels, and each family
-was evaluated on a center crop of a resized image. ``preprocessing_for`` picks those numbers, and
-fine-tuned checkpoints carry them in their metadata, so prediction sees what training saw.
+The trainer calls these; they never call the trainer (``engine.finetune`` is train with these defaults).
 """
 
 import logging
-import math
-from dataclasses import asdict, dataclass, replace
+from dataclasses import replace
 
-import torch
 from torch import nn
 
-from .config import WEIGHT_ORIGINS
 from .errors import ConfigError
-from .models.layers import IMAGENET_MEAN, IMAGENET_STD, INCEPTION_MEAN_STD
+from .images import preprocessing_for
 from .weights import read_metadata
 
 log = logging.getLogger("inceptorch")
-
-CROP_FRACTION = 0.875  # ImageNet evaluation: resize to crop / 0.875 (342 for 299, 256 for 224), then crop
-
 
 # --- freezing -------------------------------------------------------------------------------------
 
@@ -92,95 +83,7 @@ def unfreeze(model: nn.Module) -> nn.Module:
 
 # --- preprocessing by checkpoint origin ---------------------------------------------------------
 
-@dataclass(frozen=True)
-class Preprocessing:
-    """How an image becomes a model input: resize the shorter side, center crop, scale to [0, 1],
-    normalize per channel."""
-
-    crop: int
-    resize: int
-    mean: tuple[float, ...]
-    std: tuple[float, ...]
-    interpolation: str = "bilinear"
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "Preprocessing":
-        return cls(crop=int(d["crop"]), resize=int(d["resize"]), mean=tuple(d["mean"]), std=tuple(d["std"]),
-                   interpolation=d.get("interpolation", "bilinear"))
-
-    def transform(self, augment=(), normalize: bool = True):
-        """The torchvision transform: PIL image (or uint8 tensor) -> float tensor.
-
-        ``augment`` may hold ``"crop"`` (a random resized crop of 25-100 % of the image instead of the
-        center crop) and ``"flip"``; ``normalize=False`` stops at [0, 1], for measuring the statistics.
-        """
-        from torchvision.transforms import InterpolationMode, v2
-
-        interpolation = InterpolationMode(self.interpolation)
-        if "crop" in augment:
-            steps = [v2.ToImage(), v2.RandomResizedCrop(self.crop, scale=(0.25, 1), interpolation=interpolation,
-                                                        antialias=True)]
-        else:
-            steps = [v2.ToImage(), v2.Resize(self.resize, interpolation=interpolation, antialias=True),
-                     v2.CenterCrop(self.crop)]
-        if "flip" in augment:
-            steps.append(v2.RandomHorizontalFlip())
-        steps.append(v2.ToDtype(torch.float32, scale=True))
-        if normalize:
-            steps.append(v2.Normalize(self.mean, self.std))
-        return v2.Compose(steps)
-
-
-def _for_channels(values: tuple[float, ...], in_chans: int) -> tuple[float, ...]:
-    """RGB statistics for a model with another number of channels (grey: their average)."""
-    if len(values) == in_chans:
-        return tuple(values)
-    if in_chans == 1:
-        return (sum(values) / len(values),)
-    return tuple(values[i % len(values)] for i in range(in_chans))
-
-
-def preprocessing_for(model: nn.Module, origin: str = "auto", weights=None, image_size: int | None = None
-                      ) -> Preprocessing:
-    """The preprocessing that matches where ``model``'s weights come from.
-
-    ``origin``: ``"auto"`` reads it from an inceptorch checkpoint's metadata (what its training
-    used), and otherwise takes the model's ``pretrained_layout`` (a foreign .pth for inception_v3
-    is most likely torchvision's). ``"torchvision"``: the model's own ``default_mean_std`` where it
-    has one (googlenet and inception_v3: [-1, 1] pixels, or ImageNet statistics when the model
-    applies ``transform_input`` itself), else ImageNet statistics. ``"timm"``: mean and std 0.5,
-    bicubic resizing. ``"imagenet"``: ImageNet statistics. The crop is ``image_size`` or the
-    model's natural size, taken from an image resized to crop / 0.875: 256 for 224, and 342 for 299
-    as torchvision rounds (timm rounds down, to 341).
-    """
-    if origin not in WEIGHT_ORIGINS:
-        raise ConfigError(f"unknown weights origin '{origin}': choose one of {', '.join(WEIGHT_ORIGINS)}")
-    in_chans = getattr(model, "in_chans", 3)
-    if origin == "auto" and weights is not None:
-        saved = read_metadata(weights).get("preprocessing")
-        if saved:
-            found = Preprocessing.from_dict(saved)
-            crop = image_size or found.crop
-            return Preprocessing(crop, round(crop * found.resize / found.crop), _for_channels(found.mean, in_chans),
-                                 _for_channels(found.std, in_chans), found.interpolation)
-    if origin == "auto":
-        origin = getattr(model, "pretrained_layout", None) or "imagenet"
-    crop = image_size or getattr(model, "default_input_size", 224)
-    interpolation = "bilinear"
-    if origin == "timm":
-        (mean, std), interpolation = INCEPTION_MEAN_STD, "bicubic"
-    elif origin == "torchvision" and hasattr(model, "default_mean_std"):
-        mean, std = model.default_mean_std
-    else:
-        mean, std = IMAGENET_MEAN, IMAGENET_STD
-    resize = math.floor(crop / CROP_FRACTION) if origin == "timm" else round(crop / CROP_FRACTION)
-    return Preprocessing(crop, resize, _for_channels(mean, in_chans), _for_channels(std, in_chans), interpolation)
-
-
-# --- fine-tuning ------------------------------------------------------------------------------------
+# --- starting from a checkpoint ------------------------------------------------------------------------------------
 
 def frozen_part(config, epoch: int) -> str:
     """What stays frozen during ``epoch`` (counted from 0): ``--freeze`` until ``--unfreeze-after``
@@ -209,27 +112,3 @@ def start_from_checkpoint(config, model):
         return config
     expected = preprocessing_for(model, config.weights_origin, config.weights)
     return replace(config, mean=config.mean or list(expected.mean), std=config.std or list(expected.std))
-
-
-def finetune(config=None, **options):
-    """``inceptorch.train`` from a checkpoint, training only the heads unless told otherwise.
-
-    The same options as ``train``; ``weights`` is required and ``freeze`` defaults to ``"backbone"``.
-    The backbone comes from the checkpoint (torchvision's, timm's or inceptorch's), heads for the
-    data's classes start fresh, the loss adds ``aux_weight`` x each aux head's loss, and with
-    ``unfreeze_after`` a second phase trains everything, the freed layers at ``lr_unfrozen``.
-    The checkpoints written carry the class names and the preprocessing, for ``predict``.
-    """
-    from .config import TrainConfig
-    from .engine import train
-
-    if isinstance(config, TrainConfig):  # its fields that differ from the defaults were chosen
-        default = TrainConfig()
-        config = {k: v for k, v in config.to_dict().items() if v != getattr(default, k)}
-    options = {**(config or {}), **options}
-    if not options.get("resume"):
-        if not options.get("weights"):
-            raise ConfigError("fine-tuning starts from a checkpoint: pass --weights CKPT (an inceptorch, "
-                              "torchvision or timm file)")
-        options.setdefault("freeze", "backbone")
-    return train(options)

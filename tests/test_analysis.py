@@ -279,7 +279,7 @@ BIG_MODELS = {"inception_v3", "inception_v4", "inception_resnet_v1", "inception_
 def test_every_model_runs_at_its_smallest_input_and_fails_one_below(name):
     with torch.device("meta"):
         model = inceptorch.create_model(name)
-    smallest = model.min_input_size  # computed by analysis.min_input_size, kept for the input check
+    smallest = model.min_input_size  # computed by min_input_size, kept for the input check
     model = _real(model)
     with torch.no_grad():
         assert model(torch.randn(1, 3, smallest, smallest)).shape == (1, 1000)

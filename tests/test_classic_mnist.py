@@ -11,8 +11,7 @@ import torch.nn.functional as F
 import torchvision
 from torch import nn
 
-from inceptorch import create_model
-from inceptorch.analysis import min_input_size
+from inceptorch import create_model, min_input_size
 
 
 def _copy_weights_in_order(model: nn.Module, reference: nn.Module) -> None:

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 import inceptorch
-from inceptorch.analysis import min_input_size
+from inceptorch import min_input_size
 from inceptorch.models.registry import model_entry
 
 CLASSES = 5

@@ -10,9 +10,10 @@ import torch
 from _training_data import bar_images
 from PIL import Image
 
-from inceptorch import data
+from inceptorch import data, sources
 from inceptorch.config import resolve
 from inceptorch.errors import ConfigError, DataError
+from inceptorch.images import Preprocessing
 
 
 def idx_bytes(array: np.ndarray) -> bytes:
@@ -43,7 +44,7 @@ def test_idx_folder_in_torchvision_layout(tmp_path, digits, compressed):
     images, labels = digits
     write_idx_set(tmp_path / "MNIST" / "raw", "train", images, labels, compressed)
     config = resolve({"data": "mnist", "data_root": str(tmp_path), "val_split": 10})
-    source = data.open_source(config)
+    source = sources.open_source(config)
     train, val = source.splits["train"], source.splits["val"]
     assert (len(train), len(val)) == (30, 10)
     assert train.images.shape == (30, 1, 28, 28) and train.images.dtype == torch.uint8
@@ -59,15 +60,15 @@ def test_idx_folder_in_torchvision_layout(tmp_path, digits, compressed):
 def test_missing_split_names_the_file(tmp_path, digits):
     write_idx_set(tmp_path / "FashionMNIST" / "raw", "train", *digits, compressed=True)
     config = resolve({"data": "fashion-mnist", "data_root": str(tmp_path)})
-    assert len(data.open_source(config, ("train", "val")).splits["train"]) > 0
+    assert len(sources.open_source(config, ("train", "val")).splits["train"]) > 0
     with pytest.raises(DataError, match="t10k-images-idx3-ubyte"):
-        data.open_source(config, ("test",))
+        sources.open_source(config, ("test",))
 
 
 def test_test_split_is_read_where_present(tmp_path, digits):
     write_idx_set(tmp_path / "MNIST" / "raw", "train", *digits, compressed=False)
     write_idx_set(tmp_path / "MNIST" / "raw", "test", digits[0][:7], digits[1][:7], compressed=True)
-    source = data.open_source(resolve({"data": "mnist", "data_root": str(tmp_path)}), ("test",))
+    source = sources.open_source(resolve({"data": "mnist", "data_root": str(tmp_path)}), ("test",))
     assert torch.equal(source.splits["test"].images[:, 0], torch.from_numpy(digits[0][:7]))
 
 
@@ -82,24 +83,24 @@ def test_malformed_idx_files_are_named(tmp_path, digits, damage, words):
     path = folder / "train-images-idx3-ubyte"
     path.write_bytes(damage(path.read_bytes()))
     with pytest.raises(DataError, match=words) as error:
-        data.open_source(resolve({"data": "mnist", "data_root": str(tmp_path)}))
+        sources.open_source(resolve({"data": "mnist", "data_root": str(tmp_path)}))
     assert str(path) in str(error.value)
 
 
 def test_held_out_split_is_fixed_and_independent_of_the_seed(tmp_path, digits):
     write_idx_set(tmp_path, "train", *digits, compressed=True)
-    first = data.open_source(resolve({"data": "mnist", "data_root": str(tmp_path), "seed": 1}))
-    second = data.open_source(resolve({"data": "mnist", "data_root": str(tmp_path), "seed": 2}))
+    first = sources.open_source(resolve({"data": "mnist", "data_root": str(tmp_path), "seed": 1}))
+    second = sources.open_source(resolve({"data": "mnist", "data_root": str(tmp_path), "seed": 2}))
     assert torch.equal(first.splits["val"].images, second.splits["val"].images)
     assert len(first.splits["val"]) == 4  # the default 10 %
     with pytest.raises(ConfigError, match="val-split"):
-        data.open_source(resolve({"data": "mnist", "data_root": str(tmp_path), "val_split": 40}))
+        sources.open_source(resolve({"data": "mnist", "data_root": str(tmp_path), "val_split": 40}))
 
 
 def test_builtin_sample_is_small_real_and_balanced():
-    assert data.BUILTIN.stat().st_size <= 2_000_000
-    source = data.open_source(resolve({}))
-    assert source.classes == data.FASHION_CLASSES
+    assert sources.BUILTIN.stat().st_size <= 2_000_000
+    source = sources.open_source(resolve({}))
+    assert source.classes == sources.FASHION_CLASSES
     train, val = source.splits["train"], source.splits["val"]
     assert train.images.shape[1:] == (1, 28, 28) and len(train) >= 1000 and len(val) >= 200
     assert torch.bincount(val.labels).min() == torch.bincount(val.labels).max()
@@ -121,7 +122,7 @@ def test_shards_of_all_processes_make_the_same_global_batches():
 
 def test_batches_are_shaped_for_the_model():
     images = torch.randint(0, 256, (6, 1, 28, 28), dtype=torch.uint8)
-    prep = data.Preprocessing(crop=56, resize=56, mean=(0.2, 0.3, 0.4), std=(0.5, 0.5, 0.5))
+    prep = Preprocessing(crop=56, resize=56, mean=(0.2, 0.3, 0.4), std=(0.5, 0.5, 0.5))
     x = data.shape_batch(images, prep)
     assert x.shape == (6, 3, 56, 56)
     from torchvision.transforms import v2
@@ -151,9 +152,9 @@ def test_flip_and_crop_act_per_image():
 
 def test_channel_statistics_normalize_the_training_data():
     images = torch.randint(0, 200, (50, 1, 28, 28), dtype=torch.uint8)
-    split = data.Split(torch.zeros(50, dtype=torch.long), images)
+    split = sources.Split(torch.zeros(50, dtype=torch.long), images)
     mean, std = data.channel_stats(split, 3, 28, 28)
-    x = data.shape_batch(images, data.Preprocessing(28, 28, tuple(mean), tuple(std)))
+    x = data.shape_batch(images, Preprocessing(28, 28, tuple(mean), tuple(std)))
     assert torch.allclose(x.mean((0, 2, 3)), torch.zeros(3), atol=1e-4)
     assert torch.allclose(x.std((0, 2, 3)), torch.ones(3), atol=1e-3)
 
@@ -169,8 +170,8 @@ def make_folder(root, classes=("cat", "dog"), per_class=3, size=40):
 
 def folder_loader(root, **options):
     config = resolve({"data": str(root), "val_split": 0.34, "workers": 0, "batch_size": 4, **options})
-    source = data.open_source(config)
-    prep = data.Preprocessing(crop=32, resize=36, mean=(0.5,) * 3, std=(0.25,) * 3)
+    source = sources.open_source(config)
+    prep = Preprocessing(crop=32, resize=36, mean=(0.5,) * 3, std=(0.25,) * 3)
     return source, data.loaders(source, prep, config)
 
 
@@ -216,7 +217,7 @@ def test_bad_folders_are_data_errors(tmp_path, make, words):
     root = tmp_path / "photos"
     make(root)
     with pytest.raises(DataError, match=words):
-        data.open_source(resolve({"data": str(root)}))
+        sources.open_source(resolve({"data": str(root)}))
 
 
 def test_npz_file_with_colour_images(tmp_path):
@@ -224,6 +225,6 @@ def test_npz_file_with_colour_images(tmp_path):
     path = tmp_path / "colour.npz"
     np.savez(path, train_images=rng.integers(0, 255, (20, 32, 32, 3), dtype=np.uint8),
              train_labels=np.arange(20) % 3)
-    source = data.open_source(resolve({"data": str(path), "val_split": 5}))
+    source = sources.open_source(resolve({"data": str(path), "val_split": 5}))
     assert source.channels == 3 and source.size == 32 and source.classes == ["0", "1", "2"]
     assert source.splits["train"].images.shape == (15, 3, 32, 32)

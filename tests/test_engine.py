@@ -10,7 +10,7 @@ from safetensors.torch import load_file
 from torch import nn
 
 import inceptorch
-from inceptorch import data, engine, runs
+from inceptorch import data, engine, runs, sources
 from inceptorch.config import TrainConfig, resolve
 from inceptorch.errors import ConfigError, TrainingError
 from inceptorch.models.base import ImageClassifier
@@ -44,12 +44,12 @@ class TinyNet(ImageClassifier):
         return self.forward_head(features), aux
 
 
-def bars_source(n_train=128, n_val=64, size=16) -> data.Source:
+def bars_source(n_train=128, n_val=64, size=16) -> sources.Source:
     splits = {}
     for name, n, seed in (("train", n_train, 1), ("val", n_val, 2)):
         images, labels = bar_images(n, seed, size)
-        splits[name] = data.Split(torch.from_numpy(labels), torch.from_numpy(images).unsqueeze(1))
-    return data.Source("bars", CLASSES, 1, splits, size)
+        splits[name] = sources.Split(torch.from_numpy(labels), torch.from_numpy(images).unsqueeze(1))
+    return sources.Source("bars", CLASSES, 1, splits, size)
 
 
 def loaders_for(model, config, source=None):

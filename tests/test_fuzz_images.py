@@ -21,11 +21,12 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from inceptorch import data
+from inceptorch import data, sources
 from inceptorch.config import resolve
 from inceptorch.errors import DataError
+from inceptorch.images import read_image
 from inceptorch.models import create_model
-from inceptorch.predict import predict, read_image
+from inceptorch.predict import predict
 
 
 def _encode(image: Image.Image, format: str, **options) -> bytes:
@@ -147,7 +148,7 @@ def test_training_loader_skips_and_names_the_hostile_files(tmp_path, caplog):
         (folder / "b" / name).write_bytes(content)
     config = resolve({"data": str(folder), "val_split": 4, "batch_size": 1, "workers": 0, "image_size": 32,
                       "model": "lenet"})
-    source = data.open_source(config)
+    source = sources.open_source(config)
     model = create_model("lenet", num_classes=2)
     prep = data.preprocessing(source, model, config)
     listed = {Path(f).name for split in source.splits.values() for f in split.files if Path(f).parent.name == "a"}

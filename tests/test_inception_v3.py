@@ -5,8 +5,7 @@ import torch
 import torchvision
 from inception_reference import count_parameters, load_reference, loss_goes_down, max_difference, randomize_
 
-from inceptorch import create_model
-from inceptorch.analysis import min_input_size
+from inceptorch import create_model, min_input_size
 from inceptorch.errors import ConfigError
 
 SMALL = 75  # the smallest input torchvision documents for inception_v3 (its weights' "min_size")

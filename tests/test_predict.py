@@ -11,8 +11,8 @@ from PIL import Image
 import inceptorch
 from inceptorch.cli import main
 from inceptorch.errors import DataError
-from inceptorch.predict import extract_features, predict, read_image
-from inceptorch.transfer import Preprocessing, preprocessing_for
+from inceptorch.images import Preprocessing, preprocessing_for, read_image
+from inceptorch.predict import extract_features, predict
 from inceptorch.weights import save_weights
 
 SIDE = 32

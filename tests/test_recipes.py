@@ -12,10 +12,10 @@ from _training_data import bar_images
 from test_data import write_idx_set
 
 import inceptorch
-from inceptorch import data
 from inceptorch.cli import main
 from inceptorch.config import FIELDS, RECIPES_DIR, resolve
 from inceptorch.engine import evaluate_batches, train
+from inceptorch.images import Preprocessing
 from inceptorch.weights import read_metadata
 
 RECIPES = sorted(p.stem for p in RECIPES_DIR.glob("*.yaml"))
@@ -106,7 +106,7 @@ def test_command_line_flags_override_the_recipe(cli_run):
 def reference_scores(weights, flip: bool) -> tuple[float, float]:
     """Accuracy and mean loss on the t10k images, computed here from the checkpoint's preprocessing."""
     model = inceptorch.load_model(weights).eval()
-    prep = data.Preprocessing.from_dict(read_metadata(weights)["preprocessing"])
+    prep = Preprocessing.from_dict(read_metadata(weights)["preprocessing"])
     images, labels = bar_images(TEST_IMAGES, seed=1)
     x = (torch.from_numpy(images).float().unsqueeze(1) / 255 - torch.tensor(prep.mean).view(1, -1, 1, 1)) \
         / torch.tensor(prep.std).view(1, -1, 1, 1)

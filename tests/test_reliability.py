@@ -25,7 +25,7 @@ from safetensors.torch import load_file
 from test_data import write_idx_set
 
 import inceptorch
-from inceptorch import cli, config, data, runs, weights
+from inceptorch import cli, config, runs, sources, weights
 from inceptorch.errors import ConfigError, DataError, TrainingError
 
 WRAPPER = '''
@@ -322,7 +322,7 @@ def test_idx_files_with_wrong_counts_are_named(tmp_path, damage, words):
     images, labels = bar_images(12, seed=0)
     write_idx_set(tmp_path, "train", *damage(images, labels.astype("uint8")), compressed=True)
     with pytest.raises(DataError, match=words) as error:
-        data.open_source(config.resolve({"data": "mnist", "data_root": str(tmp_path)}))
+        sources.open_source(config.resolve({"data": "mnist", "data_root": str(tmp_path)}))
     assert "train-images-idx3-ubyte.gz" in str(error.value) and "train-labels-idx1-ubyte.gz" in str(error.value)
 
 
@@ -335,7 +335,7 @@ def test_idx_files_cut_short_are_named(tmp_path, content, words):
     path = tmp_path / "train-images-idx3-ubyte.gz"
     path.write_bytes(content if content.startswith(b"\x1f\x8b") else gzip.compress(content))
     with pytest.raises(DataError, match=words) as error:
-        data.read_idx(path)
+        sources.read_idx(path)
     assert str(path) in str(error.value)
 
 

@@ -11,20 +11,15 @@ from torch import nn
 
 import inceptorch
 from inceptorch import data as datasets
+from inceptorch import sources
 from inceptorch.cli import main
 from inceptorch.config import resolve
 from inceptorch.engine import fit, make_optimizer
 from inceptorch.errors import ConfigError, InputSizeError
+from inceptorch.images import Preprocessing, preprocessing_for
 from inceptorch.models.base import ImageClassifier
 from inceptorch.models.layers import ConvBNAct
-from inceptorch.transfer import (
-    Preprocessing,
-    block_names,
-    freeze,
-    preprocessing_for,
-    start_from_checkpoint,
-    unfreeze,
-)
+from inceptorch.transfer import block_names, freeze, start_from_checkpoint, unfreeze
 from inceptorch.weights import save_weights
 
 SIDE = 12
@@ -71,9 +66,9 @@ def _tensor_loaders(config, n_train=24, n_val=8, classes=3):
     generator = torch.Generator().manual_seed(1)
     images = torch.randint(0, 256, (n_train + n_val, 3, SIDE, SIDE), dtype=torch.uint8, generator=generator)
     labels = torch.randint(0, classes, (n_train + n_val,), generator=generator)
-    splits = {"train": datasets.Split(labels[:n_train], images[:n_train]),
-              "val": datasets.Split(labels[n_train:], images[n_train:])}
-    source = datasets.Source("random", [str(c) for c in range(classes)], 3, splits, SIDE)
+    splits = {"train": sources.Split(labels[:n_train], images[:n_train]),
+              "val": sources.Split(labels[n_train:], images[n_train:])}
+    source = sources.Source("random", [str(c) for c in range(classes)], 3, splits, SIDE)
     prep = Preprocessing(SIDE, SIDE, (0.5,) * 3, (0.25,) * 3)
     return datasets.loaders(source, prep, config), images[:n_train], labels[:n_train], prep
 
@@ -190,7 +185,7 @@ def test_fine_tuning_loss_is_main_plus_weighted_aux(aux_weight):
 def test_aux_head_of_inception_v3_needs_299_in_training():
     with torch.device("meta"):
         model = inceptorch.create_model("inception_v3", num_classes=2, aux_logits=True)
-    source = datasets.Source("photos", ["cat", "dog"], 3, {"train": datasets.Split(torch.zeros(1))})
+    source = sources.Source("photos", ["cat", "dog"], 3, {"train": sources.Split(torch.zeros(1))})
     config = resolve({"model": "inception_v3", "image_size": 224, "aux_weight": 0.4, "mean": "0.5", "std": "0.5"})
     with pytest.raises(InputSizeError, match=r"224 .*299x299 when training its auxiliary head.*--aux-weight 0"):
         datasets.preprocessing(source, model, config)

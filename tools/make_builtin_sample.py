@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from inceptorch.data import FASHION_CLASSES, read_idx
+from inceptorch.sources import FASHION_CLASSES, read_idx
 
 OUT = Path(__file__).resolve().parent.parent / "inceptorch" / "sample" / "builtin.npz"
 

@@ -1,5 +1,6 @@
-"""Model families, one module each; importing a module registers its builders."""
+"""The model zoo: one module per family, each registering its builders; ``create_model`` builds any of them."""
 
-from .registry import create_model, list_models, load_model
+from . import bn_inception, classic, googlenet, inception_resnet, inception_v3, inception_v4, mnist  # noqa: F401
+from .registry import create_model, list_models, load_model, model_entry
 
-__all__ = ["create_model", "list_models", "load_model"]
+__all__ = ["create_model", "list_models", "load_model", "model_entry"]

@@ -7,6 +7,7 @@ import torch
 from torch import nn
 
 from ..errors import InputSizeError
+from .meta import min_input_size
 
 
 def _resized_head(layer: nn.Module, num_classes: int) -> nn.Module:
@@ -97,8 +98,6 @@ class ImageClassifier(nn.Module):
         if self._min_input_size is None:
             key = (type(self), repr(self))
             if key not in _MIN_SIZE_CACHE:
-                from ..analysis import min_input_size
-
                 _MIN_SIZE_CACHE[key] = min_input_size(self)
             self._min_input_size = _MIN_SIZE_CACHE[key]
         return self._min_input_size

@@ -21,8 +21,9 @@ import torch
 from torch import nn
 
 from ..errors import ConfigError
+from ..images import IMAGENET_MEAN, IMAGENET_STD
 from .base import InceptionNet, init_weights
-from .layers import IMAGENET_MEAN, IMAGENET_STD, Branches, ConvBNAct, ImageNetToUnitRange
+from .layers import Branches, ConvBNAct, ImageNetToUnitRange
 from .registry import register
 
 PAPER = "Szegedy et al. 2014, Going Deeper with Convolutions"

@@ -14,9 +14,10 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from ..images import INCEPTION_MEAN_STD
 from .base import InceptionNet, init_weights
 from .inception_v4 import PAPER, ReductionA, avg_pool_3x3, max_pool_3x3_s2
-from .layers import INCEPTION_MEAN_STD, Branches, ConvBNAct
+from .layers import Branches, ConvBNAct
 from .registry import register
 
 

@@ -13,8 +13,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import ConfigError
+from ..images import IMAGENET_MEAN, IMAGENET_STD
 from .base import InceptionNet, init_weights
-from .layers import IMAGENET_MEAN, IMAGENET_STD, ConvBNAct, ImageNetToUnitRange
+from .layers import ConvBNAct, ImageNetToUnitRange
 from .registry import register
 
 PAPER = "Szegedy et al. 2015, Rethinking the Inception Architecture for Computer Vision"

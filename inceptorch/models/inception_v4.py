@@ -11,8 +11,9 @@ comments are for the paper's 299x299 input.
 import torch
 from torch import nn
 
+from ..images import INCEPTION_MEAN_STD
 from .base import ImageClassifier, init_weights
-from .layers import INCEPTION_MEAN_STD, Branches, ConvBNAct
+from .layers import Branches, ConvBNAct
 from .registry import register
 
 PAPER = ("Szegedy et al. 2016, Inception-v4, Inception-ResNet and the Impact of Residual Connections on "

@@ -3,9 +3,7 @@
 import torch
 from torch import nn
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
-INCEPTION_MEAN_STD = ((0.5, 0.5, 0.5), (0.5, 0.5, 0.5))  # Google's Inception weights see pixels in [-1, 1]
+from ..images import IMAGENET_MEAN, IMAGENET_STD
 
 
 class ConvBNAct(nn.Module):

@@ -1,11 +1,14 @@
-"""Model registry: ``@register`` on a builder function, then ``list_models`` and ``create_model``."""
+"""Model registry: ``@register`` on a builder function, then ``list_models`` and ``create_model``.
 
-import importlib
-import pkgutil
+The families register themselves when ``inceptorch.models`` imports them.
+"""
+
 from collections.abc import Callable
 from dataclasses import dataclass
 
 from ..errors import ConfigError
+from ..weights import read_metadata
+from .loading import load_weights
 
 _BUILDERS: dict[str, "ModelEntry"] = {}
 
@@ -28,15 +31,7 @@ def register(*, has_aux: bool = False, paper: str = ""):
     return add
 
 
-def _import_families() -> None:
-    """Imports every module of ``inceptorch.models`` once, so that their ``@register`` calls run."""
-    package = importlib.import_module("inceptorch.models")
-    for info in pkgutil.iter_modules(package.__path__):
-        importlib.import_module(f"inceptorch.models.{info.name}")
-
-
 def model_entry(name: str) -> ModelEntry:
-    _import_families()
     if name not in _BUILDERS:
         raise ConfigError(f"unknown model '{name}': choose one of {', '.join(list_models())}")
     return _BUILDERS[name]
@@ -44,7 +39,6 @@ def model_entry(name: str) -> ModelEntry:
 
 def list_models() -> list[str]:
     """Names of every registered model, sorted."""
-    _import_families()
     return sorted(_BUILDERS)
 
 
@@ -75,16 +69,12 @@ def create_model(name: str, *, num_classes: int = 1000, in_chans: int = 3, aux_l
     model.model_name = name
     model.build_config = {"num_classes": num_classes, "in_chans": in_chans, **kwargs}
     if weights is not None:
-        from ..weights import load_weights
-
         load_weights(model, weights)
     return model
 
 
 def load_model(path):
     """Rebuilds a model from an inceptorch checkpoint (its metadata names the model and its options)."""
-    from ..weights import read_metadata
-
     meta = read_metadata(path)
     if not meta or "model" not in meta:
         raise ConfigError(f"{path} has no inceptorch metadata naming its model: pass the model name as well "

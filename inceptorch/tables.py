@@ -1,0 +1,33 @@
+"""Plain-text and CSV tables, and the number formats every report shares."""
+
+import csv
+import io
+
+
+def shape_text(shape) -> str:
+    return "x".join(map(str, shape)) if shape else "-"
+
+
+def human(n: int) -> str:
+    """1498376192 -> '1.50 G': three significant figures are what a reader compares."""
+    for unit, scale in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
+        if n >= scale:
+            value = n / scale
+            return f"{value:.{2 if value < 10 else 1 if value < 100 else 0}f} {unit}"
+    return str(n)
+
+
+def text_table(header: list[str], rows: list[list[str]], left: int = 1) -> str:
+    """Columns padded to their widest cell; the first ``left`` columns align left, the rest right."""
+    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
+    return "\n".join("  ".join(str(cell).ljust(w) if i < left else str(cell).rjust(w)
+                               for i, (cell, w) in enumerate(zip(r, widths))).rstrip()
+                     for r in [header, *rows])
+
+
+def csv_text(header: list[str], rows: list[list]) -> str:
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(header)
+    writer.writerows(rows)
+    return out.getvalue()
