@@ -22,6 +22,7 @@ from torch import nn
 from ..analysis import count_macs, full_input_size
 from ..errors import ConfigError
 from ..models import create_model
+from ..tables import text_table
 from .export import _onnx_session, export
 from .optimize import optimize_for_inference
 
@@ -105,16 +106,9 @@ class BenchReport:
         lines = [[r.model, r.task, str(r.batch), r.input, r.path, f"{r.images_per_s:.1f}",
                   f"{r.ms_per_batch:.1f}", f"{r.gflops:.1f}", f"{r.peak_share:.0%}", f"{r.vs_reference:.2f}x",
                   f"{r.setup_s:.1f}"] for r in self.rows]
-        widths = [max(len(line[i]) for line in [header, *lines]) for i in range(len(header))]
-        text_columns = 5  # left-aligned; numbers right-aligned
-
-        def fmt(line):
-            return "  ".join(c.ljust(w) if i < text_columns else c.rjust(w)
-                             for i, (c, w) in enumerate(zip(line, widths))).rstrip()
-
         notes = (f"{self.threads} threads, median of {self.repeats} timed rounds after warm-up, paths "
                  f"interleaved; peak {self.peak_gflops:.1f} GFLOP/s; vs ref: over the first path of each group")
-        return "\n".join([fmt(header), *(fmt(line) for line in lines), notes])
+        return f"{text_table(header, lines, left=5)}\n{notes}"
 
     def to_dict(self) -> dict:
         return {"peak_gflops": self.peak_gflops, "threads": self.threads, "repeats": self.repeats,
