@@ -259,19 +259,38 @@ def _pair(value) -> tuple[int, int]:
     return tuple(value) if isinstance(value, (tuple, list)) else (value, value)
 
 
-def _describe(module: nn.Module) -> str | None:
-    """'5x5 conv 16->32', '3x3 max pool /2': how the figures of the papers label a layer."""
+@dataclass
+class LayerParts:
+    """What the papers' figures write on a layer: '5x5' 'conv' 32 channels, '/2' for a stride."""
+
+    kernel: str
+    kind: str  # "conv", "max pool" or "avg pool"
+    in_channels: int | None
+    out_channels: int | None
+    stride: str  # "" for stride 1, " /2", " /1x2"
+
+
+def layer_parts(module: nn.Module) -> LayerParts | None:
+    """The parts of a convolution's or a pool's label; ``None`` for any other module."""
     if isinstance(module, nn.Conv2d):
-        text = f"{'x'.join(map(str, module.kernel_size))} conv {module.in_channels}->{module.out_channels}"
-        stride = module.stride
+        kind, kernel, stride = "conv", module.kernel_size, module.stride
+        channels = module.in_channels, module.out_channels
     elif isinstance(module, (nn.MaxPool2d, nn.AvgPool2d)):
-        kind = "max" if isinstance(module, nn.MaxPool2d) else "avg"
-        text = f"{'x'.join(map(str, _pair(module.kernel_size)))} {kind} pool"
-        stride = _pair(module.stride)
+        kind = "max pool" if isinstance(module, nn.MaxPool2d) else "avg pool"
+        kernel, stride, channels = _pair(module.kernel_size), _pair(module.stride), (None, None)
     else:
         return None
-    return text + (f" /{'x'.join(map(str, stride)) if stride[0] != stride[1] else stride[0]}"
-                   if max(stride) > 1 else "")
+    step = "" if max(stride) == 1 else f" /{stride[0] if stride[0] == stride[1] else 'x'.join(map(str, stride))}"
+    return LayerParts("x".join(map(str, kernel)), kind, *channels, step)
+
+
+def _describe(module: nn.Module) -> str | None:
+    """'5x5 conv 16->32', '3x3 max pool /2': a layer as the branch table lists it."""
+    parts = layer_parts(module)
+    if parts is None:
+        return None
+    channels = f" {parts.in_channels}->{parts.out_channels}" if parts.kind == "conv" else ""
+    return f"{parts.kernel} {parts.kind}{channels}{parts.stride}"
 
 
 @dataclass
