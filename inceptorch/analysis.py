@@ -11,6 +11,7 @@ block's ``forward`` can be drawn as well as its modules.
 
 import re
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 from torch import nn
@@ -112,7 +113,7 @@ class _FieldMode(TorchDispatchMode):
     passes on the widest field of its inputs. Tensors stay referenced for the pass, so ids are unique.
     """
 
-    _WINDOWS = {"convolution": "conv", "max_pool2d_with_indices": "max pool", "avg_pool2d": "avg pool"}
+    _WINDOWS: ClassVar[dict[str, str]] = {"convolution": "conv", "max_pool2d_with_indices": "max pool", "avg_pool2d": "avg pool"}
 
     def __init__(self, image: torch.Tensor):
         super().__init__()

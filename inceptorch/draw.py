@@ -348,7 +348,8 @@ def _labelled_modules(module: nn.Module) -> list[nn.Module]:
 # The public door, and files
 
 
-def _model_of(model_or_name, input_size) -> nn.Module:
+def drawable_model(model_or_name, input_size=None) -> nn.Module:
+    """A module as it is; a registered model's name built on the meta device, with its aux heads."""
     if isinstance(model_or_name, str):
         aux = {"aux_logits": True} if model_entry(model_or_name).has_aux else {}
         return model_for_input(model_or_name, input_size, **aux)
@@ -364,7 +365,7 @@ def draw(model_or_name, block: str | None = None, input_size=None) -> Figure:
     no block, the whole model as a column of stages. ``model_or_name`` is a registered model's
     name (built with its aux heads, on the meta device) or any module; a module that is itself an
     Inception block draws as one, given the full ``input_size`` it takes."""
-    model = _model_of(model_or_name, input_size)
+    model = drawable_model(model_or_name, input_size)
     if block is None and is_inception_block(model):
         block = ""
     if block is None:

@@ -22,7 +22,7 @@ from .analysis import (
 from .errors import ConfigError
 from .models import model_entry
 from .models.meta import min_input_size
-from .tables import csv_text, human, shape_text, text_table
+from .tables import csv_text, human, pair_text, shape_text, text_table
 from .transfer import head_modules
 
 
@@ -37,11 +37,6 @@ class LayerRow:
     stage: str | None = None  # for models that name their stages (``model.stages``, as GoogLeNet's)
     receptive_field: tuple[int, int] | None = None  # input pixels (height, width) one output pixel sees
     effective_stride: tuple[int, int] | None = None  # input pixels between neighbouring output pixels
-
-
-def _square(pair) -> str:
-    """(59, 59) -> '59', (7, 1) -> '7x1'."""
-    return "-" if pair is None else str(pair[0]) if pair[0] == pair[1] else f"{pair[0]}x{pair[1]}"
 
 
 @dataclass
@@ -64,8 +59,8 @@ class ParamSplit:
 
     def lines(self) -> list[str]:
         kinds = ", ".join(f"{kind} {count:,}" for kind, count in self.by_kind.items() if count)
-        return [f"parameters: backbone {self.backbone:,}, head {self.head:,}; trainable {self.trainable:,}, "
-                f"frozen {self.frozen:,}",
+        return [(f"parameters: backbone {self.backbone:,}, head {self.head:,}; trainable {self.trainable:,}, "
+                f"frozen {self.frozen:,}"),
                 f"  by kind: {kinds}",
                 f"buffers: {self.buffers:,} (batch-norm running means and variances {self.bn_statistics:,})"]
 
@@ -144,15 +139,15 @@ class Summary:
 
     def __str__(self) -> str:
         header = ["layer", "type", "output shape", "RF", "stride", "params", "MACs"]
-        rows = [["  " * (r.depth - 1) + r.name, r.type, shape_text(r.output_shape), _square(r.receptive_field),
-                 _square(r.effective_stride), f"{r.params:,}", human(r.macs)] for r in self.rows]
+        rows = [["  " * (r.depth - 1) + r.name, r.type, shape_text(r.output_shape), pair_text(r.receptive_field),
+                 pair_text(r.effective_stride), f"{r.params:,}", human(r.macs)] for r in self.rows]
         if any(r.stage for r in self.rows):  # the stage's name on its first row only
             header.insert(0, "stage")
             for row, r, before in zip(rows, self.rows, [None, *self.rows]):
                 row.insert(0, (r.stage or "-") if before is None or before.stage != r.stage else "")
         table = text_table(header, rows, left=len(header) - 5)
-        return "\n".join([f"{self.model}, input {shape_text(self.input_size)}  (RF: receptive field, in "
-                          "input pixels)", table, self.totals_line(), *self.split.lines()])
+        title = f"{self.model}, input {shape_text(self.input_size)}  (RF: receptive field, in input pixels)"
+        return "\n".join([title, table, self.totals_line(), *self.split.lines()])
 
     def branch_table(self) -> str:
         """Each Inception block, then one line a branch: the cost of every path side by side."""
