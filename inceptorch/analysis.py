@@ -270,6 +270,12 @@ class LayerParts:
     out_channels: int | None
     stride: str  # "" for stride 1, " /2", " /1x2"
 
+    def text(self, paper: bool = False) -> str:
+        """'5x5 conv 16->32' as the branch table lists it; with ``paper``, '5x5 conv, 32' as figures do."""
+        channels = "" if self.kind != "conv" else f", {self.out_channels}" if paper else \
+            f" {self.in_channels}->{self.out_channels}"
+        return f"{self.kernel} {self.kind}{channels}{self.stride}"
+
 
 def layer_parts(module: nn.Module) -> LayerParts | None:
     """The parts of a convolution's or a pool's label; ``None`` for any other module."""
@@ -288,10 +294,7 @@ def layer_parts(module: nn.Module) -> LayerParts | None:
 def _describe(module: nn.Module) -> str | None:
     """'5x5 conv 16->32', '3x3 max pool /2': a layer as the branch table lists it."""
     parts = layer_parts(module)
-    if parts is None:
-        return None
-    channels = f" {parts.in_channels}->{parts.out_channels}" if parts.kind == "conv" else ""
-    return f"{parts.kernel} {parts.kind}{channels}{parts.stride}"
+    return parts.text() if parts else None
 
 
 @dataclass

@@ -231,7 +231,7 @@ def _run_explore(args) -> int:
     if Path(args.out).suffix.lower() != ".html":
         raise ConfigError(f"--out {args.out} must end in .html")
     path = write_page(explore_html(args.model, args.input), args.out)
-    print(f"wrote {path}: open it in a browser (it needs no network), e.g. file://{path.resolve()}")
+    print(f"wrote {path}; open {path.resolve().as_uri()} in a browser (it needs no network)")
     return 0
 
 

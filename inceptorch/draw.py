@@ -9,8 +9,6 @@ function in ``forward`` is found among the operators the pass saw. Figures are m
 """
 
 import io
-import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -33,6 +31,7 @@ from .errors import ConfigError
 from .models import model_entry
 from .summary import Summary, summary
 from .tables import human
+from .weights import write_atomically
 
 COLOURS = {"reduce": "#fff2b3", "conv": "#cfe3f7", "pool": "#f7cfcf", "concat": "#d3efd0", "input": "#e6e6e6",
            "block": "#d3efd0", "other": "#eeeeee", "sum": "#ffffff", "scale": "#f3e3f7"}
@@ -43,10 +42,7 @@ FORMATS = (".svg", ".png", ".pdf")
 def paper_label(module: nn.Module) -> str | None:
     """'5x5 conv, 32', '3x3 max pool', '3x3 conv, 384 /2': a layer as the papers' figures label it."""
     parts = layer_parts(module)
-    if parts is None:
-        return None
-    channels = f", {parts.out_channels}" if parts.kind == "conv" else ""
-    return f"{parts.kernel} {parts.kind}{channels}{parts.stride}"
+    return parts.text(paper=True) if parts else None
 
 
 def _kind(module: nn.Module) -> str:
@@ -392,18 +388,13 @@ def svg_text(fig: Figure) -> str:
 
 
 def save_figure(fig: Figure, path, dpi: int = 150) -> Path:
-    """Writes ``fig`` as .svg, .png or .pdf (by the suffix), to a temporary file renamed when complete."""
+    """Writes ``fig`` as .svg, .png or .pdf (by the suffix); a file is only ever complete or absent."""
     path = Path(path)
     if path.suffix.lower() not in FORMATS:
         raise ConfigError(f"--out {path} must end in {', '.join(FORMATS)}: the suffix chooses the format")
+    out = io.BytesIO()
+    with _rc():
+        fig.savefig(out, format=path.suffix[1:].lower(), dpi=dpi)
     path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, suffix=path.suffix)
-    os.close(handle)
-    try:
-        with _rc():
-            fig.savefig(temporary, format=path.suffix[1:].lower(), dpi=dpi)
-        os.replace(temporary, path)
-    finally:
-        if os.path.exists(temporary):
-            os.remove(temporary)
+    write_atomically(path, out.getvalue())
     return path

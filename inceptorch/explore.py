@@ -7,9 +7,7 @@ picture are prefixed so that the pictures of one page cannot collide.
 """
 
 import html
-import os
 import re
-import tempfile
 from pathlib import Path
 
 import torchvision
@@ -19,6 +17,7 @@ from .analysis import full_input_size, trace_model
 from .draw import block_layout, draw_block, draw_model, drawable_model, svg_text
 from .summary import Comparison, summary
 from .tables import human, pair_text, shape_text
+from .weights import write_atomically
 
 STYLE = """
 body { font-family: 'DejaVu Sans', sans-serif; margin: 1.5em; color: #222; }
@@ -38,10 +37,10 @@ tr.selected { outline: 2px solid #c00; } td.name { white-space: pre; }
 """
 
 SCRIPT = """
-function select(name) {
+function select(name, toggle) {
   const row = document.querySelector('tr.block-row[data-block="' + CSS.escape(name) + '"]');
   if (!row) return;
-  const open = row.classList.toggle('open');
+  const open = toggle ? row.classList.toggle('open') : (row.classList.add('open'), true);
   row.querySelector('.toggle').textContent = open ? '\\u25be' : '\\u25b8';
   document.querySelectorAll('tr.branch').forEach(r => { if (r.dataset.parent === name) r.hidden = !open; });
   document.querySelectorAll('tr.selected').forEach(r => r.classList.remove('selected'));
@@ -53,7 +52,7 @@ function select(name) {
 document.querySelectorAll('#model-picture g[id^="block-"]').forEach(g =>
   g.addEventListener('click', () => select(g.id.slice(6))));
 document.querySelectorAll('tr.block-row').forEach(r =>
-  r.addEventListener('click', () => select(r.dataset.block)));
+  r.addEventListener('click', () => select(r.dataset.block, true)));
 """
 
 
@@ -101,11 +100,11 @@ def explore_html(model_or_name, input_size=None) -> str:
         values = [r.type, shape_text(r.output_shape), pair_text(r.receptive_field), pair_text(r.effective_stride),
                   f"{r.params:,}", f"{r.macs:,}"]
         if r.name not in breakdowns:
-            rows.append(f"<tr>{_cells([name, *values], ['name'])}</tr>")
+            rows.append(f"<tr>{_cells([name, *values], ['name', 'text'])}</tr>")
             continue
         b = breakdowns[r.name]
         rows.append(f'<tr class="block-row" data-block="{html.escape(r.name)}" data-key="{key_of[r.name]}">'
-                    f'<td class="name"><span class="toggle">\u25b8</span> {html.escape(name)}</td>{_cells(values)}</tr>')
+                    f'<td class="name"><span class="toggle">\u25b8</span> {html.escape(name)}</td>{_cells(values, ["text"])}</tr>')
         branches = [(x.name, x.layers, x.out_channels or "-", x.params, x.macs) for x in b.branches]
         if b.other_params or b.other_macs or b.other_channels:
             branches.append(("(other)", "outside the branch modules", b.other_channels or "-", b.other_params,
@@ -181,11 +180,8 @@ def compare_html(comparison: Comparison) -> str:
 
 
 def write_page(text: str, path) -> Path:
-    """Writes an HTML page to a temporary file renamed when complete."""
+    """Writes an HTML page; a file is only ever complete or absent."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, suffix=".html")
-    with os.fdopen(handle, "w", encoding="utf-8") as out:
-        out.write(text)
-    os.replace(temporary, path)
+    write_atomically(path, text.encode("utf-8"))
     return path
