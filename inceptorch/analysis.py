@@ -125,7 +125,7 @@ class _FieldMode(TorchDispatchMode):
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         output = func(*args, **(kwargs or {}))
         inputs = [t for t in tree_flatten(args)[0] if isinstance(t, torch.Tensor) and id(t) in self.fields]
-        first = tree_flatten(output)[0][0] if tree_flatten(output)[0] else None
+        first = next(iter(tree_flatten(output)[0]), None)  # max_pool2d_with_indices: (values, indices)
         if not inputs or not isinstance(first, torch.Tensor):
             return output
         fields = [self.fields[id(t)] for t in inputs]
