@@ -2,6 +2,7 @@
 
 from . import errors
 from .analysis import count_macs
+from .draw import draw
 from .engine import evaluate, finetune, train
 from .inference import optimize_for_inference
 from .models import create_model, list_models, load_model
@@ -15,6 +16,7 @@ __all__ = [
            "compare",
            "count_macs",
            "create_model",
+           "draw",
            "errors",
            "evaluate",
            "extract_features",

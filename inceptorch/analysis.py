@@ -3,14 +3,20 @@
 Every figure comes from forward passes of a copy of the model on PyTorch's meta device, where tensors
 have shapes but no data: even Inception-ResNet v2 costs no arithmetic and no memory. Multiply-adds
 (MACs) are counted by ``torch.utils.flop_counter`` as FLOPs / 2. It counts convolutions and matrix
-products only, as the papers do: batch norm, activations, pooling and biases are left out.
+products only, as the papers do: batch norm, activations, pooling and biases are left out. The same
+pass follows each tensor's receptive field and effective stride through every operator, and keeps
+the convolutions, pools and sums it saw, so that a pool or a residual sum written as a function in a
+block's ``forward`` can be drawn as well as its modules.
 """
 
 import re
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 from torch import nn
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._pytree import tree_flatten
 from torch.utils.flop_counter import FlopCounterMode
 
 from .errors import ConfigError
@@ -68,6 +74,83 @@ def _check_input_size(model: nn.Module, shape: tuple[int, ...]) -> None:
         _check_input(model, (torch.empty(()).expand(shape),))
 
 
+# A receptive field: (height, width, stride down, stride across) of the input pixels one output
+# pixel sees, and how many input pixels apart neighbouring outputs are.
+Field = tuple[int, int, int, int]
+INPUT_FIELD: Field = (1, 1, 1, 1)
+
+
+@dataclass
+class Op:
+    """A convolution, pool or sum seen in the pass; ``kind`` is 'conv', 'max pool', 'avg pool' or 'add'."""
+
+    kind: str
+    inputs: list[torch.Tensor]
+    output: torch.Tensor
+    kernel: tuple[int, int] = (1, 1)
+    stride: tuple[int, int] = (1, 1)
+    dilation: tuple[int, int] = (1, 1)
+
+
+def _two(value) -> tuple[int, int]:
+    """An int or a list of one or two ints as (height, width)."""
+    values = list(value) if isinstance(value, (tuple, list)) else [value]
+    return int(values[0]), int(values[-1])
+
+
+def _windowed(field: Field, kernel, stride, dilation=(1, 1)) -> Field:
+    """A window of ``kernel`` taps ``dilation`` apart, moved by ``stride``: the field grows by
+    (kernel - 1) * dilation input steps and the step multiplies by the stride. Padding moves the
+    field but does not change its size."""
+    (h, w, sh, sw), (kh, kw), (dh, dw) = field, kernel, dilation
+    return (h + (kh - 1) * dh * sh, w + (kw - 1) * dw * sw, sh * stride[0], sw * stride[1])
+
+
+class _FieldMode(TorchDispatchMode):
+    """Follows the receptive field of every tensor through the aten operators of one pass.
+
+    A convolution or pool widens it; any other operator (a sum, a concatenation, an activation)
+    passes on the widest field of its inputs. Tensors stay referenced for the pass, so ids are unique.
+    """
+
+    _WINDOWS: ClassVar[dict[str, str]] = {"convolution": "conv", "max_pool2d_with_indices": "max pool", "avg_pool2d": "avg pool"}
+
+    def __init__(self, image: torch.Tensor):
+        super().__init__()
+        self.fields, self.keep, self.ops = {id(image): INPUT_FIELD}, [image], []
+
+    def field(self, tensor) -> Field | None:
+        return self.fields.get(id(tensor))
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        output = func(*args, **(kwargs or {}))
+        inputs = [t for t in tree_flatten(args)[0] if isinstance(t, torch.Tensor) and id(t) in self.fields]
+        first = next(iter(tree_flatten(output)[0]), None)  # max_pool2d_with_indices: (values, indices)
+        if not inputs or not isinstance(first, torch.Tensor):
+            return output
+        fields = [self.fields[id(t)] for t in inputs]
+        field = tuple(max(f[i] for f in fields) for i in range(4))
+        name = func.overloadpacket.__name__
+        if name in self._WINDOWS and first.dim() == 4:
+            if name == "convolution":
+                kernel, stride, dilation = tuple(args[1].shape[2:]), _two(args[3]), _two(args[5])
+            else:  # max_pool2d_with_indices(x, kernel, stride, padding, dilation), avg_pool2d(x, kernel, stride)
+                kernel = _two(args[1])
+                stride = _two(args[2]) if len(args) > 2 and args[2] else kernel
+                dilation = _two(args[4]) if name == "max_pool2d_with_indices" and len(args) > 4 else (1, 1)
+            field = _windowed(field, kernel, stride, dilation)
+            self.ops.append(Op(self._WINDOWS[name], inputs, first, kernel, stride, dilation))
+        elif name in ("mean", "_adaptive_avg_pool2d") and first.dim() == 4 and inputs[0].dim() == 4:
+            size_in, size_out = inputs[0].shape[2:], first.shape[2:]
+            kernel = tuple(-(-a // b) for a, b in zip(size_in, size_out))
+            field = _windowed(field, kernel, tuple(a // b for a, b in zip(size_in, size_out)))
+        elif name in ("add", "add_") and len(inputs) == 2:
+            self.ops.append(Op("add", inputs, first))
+        self.fields[id(first)] = field
+        self.keep.append(first)
+        return output
+
+
 @dataclass
 class Trace:
     """What one forward pass of the meta copy saw, by module name (names are the original model's)."""
@@ -79,23 +162,35 @@ class Trace:
     macs: dict[str, int]  # multiply-adds inside each module, nested calls included
     total_macs: int
     output: object
+    fields: dict[str, Field]  # the receptive field of each module's output
+    ops: list[Op]  # convolutions, pools and sums in the order they ran
+    spans: dict[str, tuple[int, int]]  # the slice of ``ops`` that ran inside each module's last call
 
 
 def trace_model(model: nn.Module, shape: tuple[int, ...]) -> Trace:
-    """One eval-mode forward pass on the meta device, counting MACs per module in the same pass."""
+    """One eval-mode forward pass on the meta device, counting MACs and following receptive fields."""
     meta_model = meta_copy(model).eval()
     names = {module: name for name, module in meta_model.named_modules()}
-    inputs, outputs, call_order = {}, {}, []
+    inputs, outputs, call_order, starts, spans, fields = {}, {}, [], {}, {}, {}
+    image = torch.empty(shape, device="meta")
+    field_mode = _FieldMode(image)
+
+    def start(module, args):
+        starts[names[module]] = len(field_mode.ops)
 
     def record(module, args, output):
         name = names[module]
         inputs[name], outputs[name] = args, output
         call_order.append(name)
+        spans[name] = (starts[name], len(field_mode.ops))
+        if field_mode.field(output) is not None:
+            fields[name] = field_mode.field(output)
 
-    handles = [module.register_forward_hook(record) for module in names]
+    handles = [module.register_forward_pre_hook(start) for module in names]
+    handles += [module.register_forward_hook(record) for module in names]
     try:
-        with torch.no_grad(), FlopCounterMode(display=False) as counter:
-            output = meta_model(torch.empty(shape, device="meta"))
+        with torch.no_grad(), FlopCounterMode(display=False) as counter, field_mode:
+            output = meta_model(image)
     except (RuntimeError, ValueError, IndexError):
         _check_input_size(model, shape)
         raise
@@ -106,7 +201,8 @@ def trace_model(model: nn.Module, shape: tuple[int, ...]) -> Trace:
     root = type(meta_model).__name__
     macs = {key[len(root) + 1:]: sum(counts.values()) // 2 for key, counts in counter.get_flop_counts().items()
             if key == root or key.startswith(root + ".")}
-    return Trace(meta_model, inputs, outputs, call_order, macs, counter.get_total_flops() // 2, output)
+    return Trace(meta_model, inputs, outputs, call_order, macs, counter.get_total_flops() // 2, output,
+                 fields, field_mode.ops, spans)
 
 
 def count_macs(model: nn.Module | str, input_size=None) -> int:
@@ -164,19 +260,41 @@ def _pair(value) -> tuple[int, int]:
     return tuple(value) if isinstance(value, (tuple, list)) else (value, value)
 
 
-def _describe(module: nn.Module) -> str | None:
-    """'5x5 conv 16->32', '3x3 max pool /2': how the figures of the papers label a layer."""
+@dataclass
+class LayerParts:
+    """What the papers' figures write on a layer: '5x5' 'conv' 32 channels, '/2' for a stride."""
+
+    kernel: str
+    kind: str  # "conv", "max pool" or "avg pool"
+    in_channels: int | None
+    out_channels: int | None
+    stride: str  # "" for stride 1, " /2", " /1x2"
+
+    def text(self, paper: bool = False) -> str:
+        """'5x5 conv 16->32' as the branch table lists it; with ``paper``, '5x5 conv, 32' as figures do."""
+        channels = "" if self.kind != "conv" else f", {self.out_channels}" if paper else \
+            f" {self.in_channels}->{self.out_channels}"
+        return f"{self.kernel} {self.kind}{channels}{self.stride}"
+
+
+def layer_parts(module: nn.Module) -> LayerParts | None:
+    """The parts of a convolution's or a pool's label; ``None`` for any other module."""
     if isinstance(module, nn.Conv2d):
-        text = f"{'x'.join(map(str, module.kernel_size))} conv {module.in_channels}->{module.out_channels}"
-        stride = module.stride
+        kind, kernel, stride = "conv", module.kernel_size, module.stride
+        channels = module.in_channels, module.out_channels
     elif isinstance(module, (nn.MaxPool2d, nn.AvgPool2d)):
-        kind = "max" if isinstance(module, nn.MaxPool2d) else "avg"
-        text = f"{'x'.join(map(str, _pair(module.kernel_size)))} {kind} pool"
-        stride = _pair(module.stride)
+        kind = "max pool" if isinstance(module, nn.MaxPool2d) else "avg pool"
+        kernel, stride, channels = _pair(module.kernel_size), _pair(module.stride), (None, None)
     else:
         return None
-    return text + (f" /{'x'.join(map(str, stride)) if stride[0] != stride[1] else stride[0]}"
-                   if max(stride) > 1 else "")
+    step = "" if max(stride) == 1 else f" /{stride[0] if stride[0] == stride[1] else 'x'.join(map(str, stride))}"
+    return LayerParts("x".join(map(str, kernel)), kind, *channels, step)
+
+
+def _describe(module: nn.Module) -> str | None:
+    """'5x5 conv 16->32', '3x3 max pool /2': a layer as the branch table lists it."""
+    parts = layer_parts(module)
+    return parts.text() if parts else None
 
 
 @dataclass

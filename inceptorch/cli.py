@@ -19,8 +19,10 @@ import numpy as np
 
 from .analysis import model_for_input
 from .config import WEIGHT_ORIGINS, TrainConfig
+from .draw import draw, save_figure
 from .engine import evaluate, finetune, train
 from .errors import ConfigError, InceptorchError
+from .explore import compare_chart, compare_html, explore_html, write_page
 from .images import image_files
 from .inference import benchmark, export
 from .models import create_model, list_models
@@ -175,9 +177,15 @@ def add_summary(sub):
 
 def _run_compare(args) -> int:
 
+    if args.out and Path(args.out).suffix.lower() != ".html":
+        raise ConfigError(f"--out {args.out} must end in .html (for a picture, use --plot FILE.png)")
     result = compare(args.models, args.input, bench=args.bench)
     print(result.to_json() if args.format == "json" else result.to_csv() if args.format == "csv" else result,
           end="" if args.format == "csv" else "\n")
+    if args.out:
+        print(f"page written to {write_page(compare_html(result), args.out)}", file=sys.stderr)
+    if args.plot:
+        print(f"chart written to {save_figure(compare_chart(result), args.plot)}", file=sys.stderr)
     return 0
 
 
@@ -191,7 +199,51 @@ def add_compare(sub):
     p.add_argument("--bench", action="store_true",
                    help="also time eager CPU inference at batch 8 (images/s, after a warm-up)")
     p.add_argument("--format", choices=("table", "json", "csv"), default="table")
+    p.add_argument("--out", metavar="FILE.html",
+                   help="also write a self-contained page: the table and the chart of MACs against parameters")
+    p.add_argument("--plot", metavar="FILE", help="also write the chart alone (.png, .svg or .pdf)")
     p.set_defaults(run=_run_compare)
+
+
+def _run_draw(args) -> int:
+    path = save_figure(draw(args.model, block=args.block, input_size=args.input), args.out, dpi=args.dpi)
+    print(f"wrote {path}")
+    return 0
+
+
+def add_draw(sub):
+    p = sub.add_parser("draw", help="draw an Inception block as its paper does, or the whole model",
+                       description="With --block, the block's branches side by side between the previous layer "
+                                   "and the filter concatenation, with each branch's channels, parameters and "
+                                   "multiply-adds (and the shortcut, projection, scale and sum of a residual "
+                                   "block); without it, the model's stages as a column. Drawn from the modules "
+                                   "on the meta device: no weights, no Graphviz.")
+    p.add_argument("model", help="model name (see: inceptorch list)")
+    p.add_argument("--block", metavar="NAME", help="the block to draw, such as inception3a, Mixed_7b, repeat.0 "
+                                                   "(inceptorch summary MODEL lists them)")
+    p.add_argument("--input", type=_input_size, metavar="SIZE", help="input size (default: the model's own)")
+    p.add_argument("--out", required=True, metavar="FILE", help="the picture: .svg, .png or .pdf")
+    p.add_argument("--dpi", type=int, default=150, help="pixels per inch of a .png (default 150)")
+    p.set_defaults(run=_run_draw)
+
+
+def _run_explore(args) -> int:
+    if Path(args.out).suffix.lower() != ".html":
+        raise ConfigError(f"--out {args.out} must end in .html")
+    path = write_page(explore_html(args.model, args.input), args.out)
+    print(f"wrote {path}; open {path.resolve().as_uri()} in a browser (it needs no network)")
+    return 0
+
+
+def add_explore(sub):
+    p = sub.add_parser("explore", help="one self-contained HTML page to explore a model",
+                       description="Writes the whole-model picture, every block's picture (shown on a click) "
+                                   "and the per-layer table of summary, block rows opening into their "
+                                   "branches, as one HTML file with no network needs.")
+    p.add_argument("model", help="model name (see: inceptorch list)")
+    p.add_argument("--input", type=_input_size, metavar="SIZE", help="input size (default: the model's own)")
+    p.add_argument("--out", required=True, metavar="FILE.html")
+    p.set_defaults(run=_run_explore)
 
 
 def _add_config_flags(p) -> None:
@@ -383,7 +435,7 @@ def add_bench(sub):
 
 COMMANDS = [add_list]
 COMMANDS += [add_predict, add_embed]
-COMMANDS += [add_summary, add_compare]
+COMMANDS += [add_summary, add_compare, add_draw, add_explore]
 COMMANDS += [add_train, add_evaluate]
 COMMANDS += [add_finetune]
 COMMANDS += [add_export, add_bench]

@@ -22,7 +22,8 @@ from .analysis import (
 from .errors import ConfigError
 from .models import model_entry
 from .models.meta import min_input_size
-from .tables import csv_text, human, shape_text, text_table
+from .tables import csv_text, human, pair_text, shape_text, text_table
+from .transfer import head_modules
 
 
 @dataclass
@@ -34,6 +35,57 @@ class LayerRow:
     params: int
     macs: int
     stage: str | None = None  # for models that name their stages (``model.stages``, as GoogLeNet's)
+    receptive_field: tuple[int, int] | None = None  # input pixels (height, width) one output pixel sees
+    effective_stride: tuple[int, int] | None = None  # input pixels between neighbouring output pixels
+
+
+@dataclass
+class ParamSplit:
+    """The parameter count split the ways papers and other libraries count it.
+
+    ``by_kind`` splits the parameters by layer kind; TF-slim's 5,607,184 for Inception v1, for
+    instance, is torchvision's ``googlenet`` conv weights + BN offsets + BN running statistics (a
+    buffer here), without the classifier. ``head`` is what fine-tuning always trains: the
+    classifiers and whole auxiliary heads; ``backbone`` the rest.
+    """
+
+    trainable: int
+    frozen: int
+    backbone: int
+    head: int
+    by_kind: dict[str, int]
+    buffers: int  # every buffer, batch-norm statistics and counters included
+    bn_statistics: int  # batch-norm running means and variances
+
+    def lines(self) -> list[str]:
+        kinds = ", ".join(f"{kind} {count:,}" for kind, count in self.by_kind.items() if count)
+        return [(f"parameters: backbone {self.backbone:,}, head {self.head:,}; trainable {self.trainable:,}, "
+                f"frozen {self.frozen:,}"),
+                f"  by kind: {kinds}",
+                f"buffers: {self.buffers:,} (batch-norm running means and variances {self.bn_statistics:,})"]
+
+
+_KINDS = ((nn.Conv2d, "conv"), (nn.modules.batchnorm._NormBase, "BN"), (nn.Linear, "linear"))
+_KIND_NAMES = {("conv", "weight"): "conv weights", ("conv", "bias"): "conv biases", ("BN", "weight"): "BN scales",
+               ("BN", "bias"): "BN offsets", ("linear", "weight"): "linear weights",
+               ("linear", "bias"): "linear biases"}
+
+
+def param_split(model: nn.Module) -> ParamSplit:
+    """Trainable and frozen, backbone and head, by layer kind; buffers and batch-norm statistics."""
+    by_kind = dict.fromkeys([*_KIND_NAMES.values(), "other"], 0)
+    for module in model.modules():
+        kind = next((label for cls, label in _KINDS if isinstance(module, cls)), None)
+        for name, parameter in module.named_parameters(recurse=False):
+            by_kind[_KIND_NAMES.get((kind, name), "other")] += parameter.numel()
+    heads = head_modules(model)
+    head = sum(p.numel() for name, p in model.named_parameters()
+               if any(name.startswith(root + ".") for root in heads))
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    statistics = sum(b.numel() for name, b in model.named_buffers()
+                     if name.rsplit(".", 1)[-1] in ("running_mean", "running_var"))
+    return ParamSplit(trainable, num_params(model) - trainable, num_params(model) - head, head, by_kind,
+                      sum(b.numel() for b in model.buffers()), statistics)
 
 
 def _default_rows(model: nn.Module) -> list[str]:
@@ -69,6 +121,7 @@ class Summary:
     params: int
     trainable_params: int
     macs: int
+    split: ParamSplit
 
     def row(self, name: str) -> LayerRow:
         return next(r for r in self.rows if r.name == name)
@@ -85,15 +138,16 @@ class Summary:
                 f"{self.macs:,} multiply-adds ({human(self.macs)}), output {shape_text(self.output_shape)}")
 
     def __str__(self) -> str:
-        header = ["layer", "type", "output shape", "params", "MACs"]
-        rows = [["  " * (r.depth - 1) + r.name, r.type, shape_text(r.output_shape), f"{r.params:,}",
-                 human(r.macs)] for r in self.rows]
+        header = ["layer", "type", "output shape", "RF", "stride", "params", "MACs"]
+        rows = [["  " * (r.depth - 1) + r.name, r.type, shape_text(r.output_shape), pair_text(r.receptive_field),
+                 pair_text(r.effective_stride), f"{r.params:,}", human(r.macs)] for r in self.rows]
         if any(r.stage for r in self.rows):  # the stage's name on its first row only
             header.insert(0, "stage")
             for row, r, before in zip(rows, self.rows, [None, *self.rows]):
                 row.insert(0, (r.stage or "-") if before is None or before.stage != r.stage else "")
-        table = text_table(header, rows, left=len(header) - 3)
-        return f"{self.model}, input {shape_text(self.input_size)}\n{table}\n{self.totals_line()}"
+        table = text_table(header, rows, left=len(header) - 5)
+        title = f"{self.model}, input {shape_text(self.input_size)}  (RF: receptive field, in input pixels)"
+        return "\n".join([title, table, self.totals_line(), *self.split.lines()])
 
     def branch_table(self) -> str:
         """Each Inception block, then one line a branch: the cost of every path side by side."""
@@ -121,10 +175,11 @@ class Summary:
             return csv_text(["block", "branch", "layers", "out_channels", "params", "macs"],
                              [[b.name, r.name, r.layers, r.out_channels, r.params, r.macs]
                               for b in self.blocks for r in b.branches])
-        rows = [[r.name, r.type, r.depth, shape_text(r.output_shape), r.params, r.macs, r.stage or ""]
-                for r in self.rows]
-        rows.append(["total", self.model, 0, shape_text(self.output_shape), self.params, self.macs, ""])
-        return csv_text(["name", "type", "depth", "output_shape", "params", "macs", "stage"], rows)
+        rows = [[r.name, r.type, r.depth, shape_text(r.output_shape), r.params, r.macs, r.stage or "",
+                 shape_text(r.receptive_field), shape_text(r.effective_stride)] for r in self.rows]
+        rows.append(["total", self.model, 0, shape_text(self.output_shape), self.params, self.macs, "", "", ""])
+        return csv_text(["name", "type", "depth", "output_shape", "params", "macs", "stage", "receptive_field",
+                         "effective_stride"], rows)
 
 
 def summary(model: nn.Module | str, input_size=None, depth: int | None = None) -> Summary:
@@ -147,7 +202,9 @@ def summary(model: nn.Module | str, input_size=None, depth: int | None = None) -
     stages = getattr(model, "stages", None)
     stage_of = {layer: stage for stage, layers in stages.items() for layer in layers} if isinstance(stages, dict) else {}
     rows = [LayerRow(n, type(modules[n]).__name__, n.count(".") + 1, output_shape(trace.outputs.get(n)),
-                     num_params(modules[n]), trace.macs.get(n, 0), stage_of.get(n.split(".")[0])) for n in names]
+                     num_params(modules[n]), trace.macs.get(n, 0), stage_of.get(n.split(".")[0]),
+                     trace.fields[n][:2] if n in trace.fields else None,
+                     trace.fields[n][2:] if n in trace.fields else None) for n in names]
     blocks = [block_breakdown(trace, n, m) for n, m in modules.items() if n and is_inception_block(m)]
     return Summary(
         model=getattr(model, "model_name", type(model).__name__),
@@ -158,6 +215,7 @@ def summary(model: nn.Module | str, input_size=None, depth: int | None = None) -
         params=num_params(model),
         trainable_params=sum(p.numel() for p in model.parameters() if p.requires_grad),
         macs=trace.total_macs,
+        split=param_split(model),
     )
 
 

@@ -8,6 +8,11 @@ def shape_text(shape) -> str:
     return "x".join(map(str, shape)) if shape else "-"
 
 
+def pair_text(pair) -> str:
+    """(59, 59) -> '59', (7, 1) -> '7x1', None -> '-': a height and width, one number when equal."""
+    return "-" if pair is None else str(pair[0]) if pair[0] == pair[1] else f"{pair[0]}x{pair[1]}"
+
+
 def human(n: int) -> str:
     """1498376192 -> '1.50 G': three significant figures are what a reader compares."""
     for unit, scale in (("G", 1e9), ("M", 1e6), ("k", 1e3)):

@@ -16,7 +16,7 @@ log = logging.getLogger("inceptorch")
 
 # --- freezing -------------------------------------------------------------------------------------
 
-def _head_modules(model: nn.Module) -> list[str]:
+def head_modules(model: nn.Module) -> list[str]:
     """Module paths that fine-tuning always trains: the classifiers and the whole aux heads."""
     heads = model.present_head_layers() if hasattr(model, "present_head_layers") else []
     aux = [name for name in getattr(model, "aux_heads", ()) if getattr(model, name, None) is not None]
@@ -30,7 +30,7 @@ def _inside(path: str, roots) -> bool:
 def block_names(model: nn.Module) -> list[str]:
     """Blocks to name in ``freeze``: the model's children that have weights, containers such as
     ``features`` opened one level, heads left out. (Any deeper module path is accepted too.)"""
-    heads = _head_modules(model)
+    heads = head_modules(model)
     blocks = []
     for name, child in model.named_children():
         if isinstance(child, nn.Sequential):
@@ -52,7 +52,7 @@ def freeze(model: nn.Module, what: str = "backbone") -> nn.Module:
     fine-tuning batches (``ImageClassifier.train`` honours their ``keep_eval`` flag).
     """
     names = [name for name, _ in model.named_modules()]
-    heads = _head_modules(model)
+    heads = head_modules(model)
     if what == "none":
         last = -1
     elif what == "backbone":

@@ -367,7 +367,8 @@ def test_cli_summary_csv_has_a_header_and_a_total_row(capsys):
     code, out, _ = _run(capsys, "summary", "mnist_inception", "--format", "csv", "--depth", "2")
     assert code == 0
     rows = list(csv.DictReader(io.StringIO(out)))
-    assert list(rows[0]) == ["name", "type", "depth", "output_shape", "params", "macs", "stage"]
+    assert list(rows[0]) == ["name", "type", "depth", "output_shape", "params", "macs", "stage",
+                            "receptive_field", "effective_stride"]
     assert rows[-1]["name"] == "total" and all(int(row["depth"]) <= 2 for row in rows)
 
 
