@@ -66,7 +66,8 @@ def torch_int8(model: nn.Module, example_input: torch.Tensor, batches: list[torc
         quantized = convert_pt2e(prepared)
     move_exported_model_to_eval(quantized)
     allow_exported_model_train_eval(quantized)  # InferenceModel's eval() would raise otherwise
-    optimized = InferenceModel(torch.compile(quantized), model, compiled=True, path="torch int8",
+    # dynamic=False: a static graph per input shape (the dynamic recompile broke a quantized conv's strides)
+    optimized = InferenceModel(torch.compile(quantized, dynamic=False), model, compiled=True, path="torch int8",
                                channels_last=False)
     optimized(example_input)
     return optimized
