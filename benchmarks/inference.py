@@ -21,7 +21,7 @@ path >= 5x torchvision eager fp32; bf16 top-1 agreement >= 99.5% and accuracy wi
 fp32; int8 agreement >= 99% and within 0.5 points. Issue 7's: torch fp32 >= 2.0x torchvision eager
 and >= 1.0x onnxruntime (with --train: a training step >= 1.2x torchvision's).
 
-    flock /tmp/cpu.lock .venv/bin/python benchmarks/inference.py [--threads 2] [--repeats 5] [--runs 1]
+    PYTHONPATH=. flock /tmp/cpu.lock .venv/bin/python benchmarks/inference.py [--threads 2] [--repeats 5] [--runs 1]
         [--compile] [--train] [--data-root DATA]
 
 Prints the tables and writes benchmarks/results/inference.json.
