@@ -16,6 +16,7 @@ from dataclasses import MISSING, fields
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from .analysis import model_for_input
 from .config import WEIGHT_ORIGINS, TrainConfig
@@ -24,9 +25,9 @@ from .engine import evaluate, finetune, train
 from .errors import ConfigError, InceptorchError
 from .explore import compare_chart, compare_html, explore_html, write_page
 from .images import image_files
-from .inference import benchmark, export
+from .inference import BACKENDS, EXPORT_FORMATS, PRECISIONS, benchmark, export, optimize_for_inference
 from .models import create_model, list_models
-from .predict import extract_features, load_for_inference, predict
+from .predict import extract_features, load_for_inference, optimized_for_images, predict
 from .summary import compare, summary
 from .training import pick_device
 
@@ -59,7 +60,26 @@ def _add_checkpoint_options(p) -> None:
     p.add_argument("--image-size", type=int, help="crop side in pixels (default: the checkpoint's)")
     p.add_argument("--batch-size", type=int, default=16, help="images per forward pass")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    _add_engine_options(p, "the images given")
     p.add_argument("images", nargs="+", metavar="IMAGE_OR_FOLDER", help="image files, or folders of them")
+
+
+def _add_engine_options(p, calibration_default: str) -> None:
+    """--backend, --precision and --calibration: optimize_for_inference's choices, on the CPU."""
+    p.add_argument("--backend", choices=BACKENDS,
+                   help="run on the CPU through torch, onnxruntime or openvino (the [onnx] and [openvino] "
+                        "extras), or auto: the fastest that keeps the predictions (default: eager PyTorch)")
+    p.add_argument("--precision", choices=PRECISIONS,
+                   help="fp32 (default), bf16 (CPUs with AVX512-BF16 or AMX), int8 (calibrated) or auto")
+    p.add_argument("--calibration", metavar="FOLDER",
+                   help=f"images to calibrate int8 on, a few hundred (default: {calibration_default})")
+
+
+def _engine_choice(args) -> dict | None:
+    """optimize_for_inference's backend and precision from the flags, or None for eager PyTorch."""
+    if args.backend is None and args.precision is None:
+        return None
+    return {"backend": args.backend or "torch", "precision": args.precision or "fp32"}
 
 
 def _inference_model(args):
@@ -67,7 +87,17 @@ def _inference_model(args):
 
     model, preprocessing = load_for_inference(args.weights, args.model, origin=args.weights_origin,
                                               image_size=args.image_size)
-    return model.to(pick_device(args.device)), preprocessing
+    device = "cpu" if _engine_choice(args) and args.device == "auto" else args.device
+    return model.to(pick_device(device)), preprocessing
+
+
+def _optimized(args, model, preprocessing, features: bool = False):
+    """The model the flags ask for, prepared on the first batch of the images to run."""
+    choice = _engine_choice(args)
+    if choice is None:
+        return model
+    return optimized_for_images(model, args.images, preprocessing=preprocessing, batch_size=args.batch_size,
+                                calibration=args.calibration, features=features, **choice)
 
 
 def _warn_unreadable(failures) -> None:
@@ -79,6 +109,7 @@ def _run_predict(args) -> int:
 
 
     model, preprocessing = _inference_model(args)
+    model = _optimized(args, model, preprocessing)
     results = predict(model, args.images, topk=args.topk, preprocessing=preprocessing, batch_size=args.batch_size)
     _warn_unreadable(r for r in results if r.error)
     good = [r for r in results if not r.error]
@@ -114,6 +145,7 @@ def _run_embed(args) -> int:
     if out.suffix not in (".npy", ".csv"):
         raise ConfigError(f"--out {out} must end in .npy or .csv: choose the file format by its suffix")
     model, preprocessing = _inference_model(args)
+    model = _optimized(args, model, preprocessing, features=True)
     files, skipped = image_files(args.images), []
     features = extract_features(model, files, preprocessing=preprocessing, batch_size=args.batch_size,
                                 skipped=skipped).numpy()
@@ -285,9 +317,18 @@ def add_train(sub):
 def _run_evaluate(args) -> int:
 
 
+    model, device = None, args.device
+    if _engine_choice(args):
+        net, preprocessing = load_for_inference(args.weights)
+        if args.calibration:
+            model = optimized_for_images(net, args.calibration, preprocessing=preprocessing, **_engine_choice(args))
+        else:
+            example = torch.randn(min(args.batch_size, 16), net.in_chans, preprocessing.crop, preprocessing.crop)
+            model = optimize_for_inference(net, example, **_engine_choice(args))
+        device = "cpu"
     result = evaluate(args.weights, args.data, split=args.split, data_root=args.data_root,
-                      val_split=args.val_split, batch_size=args.batch_size, device=args.device,
-                      workers=args.workers, strict=args.strict, test_flip=args.test_flip)
+                      val_split=args.val_split, batch_size=args.batch_size, device=device,
+                      workers=args.workers, strict=args.strict, test_flip=args.test_flip, model=model)
     if args.format == "json":
         print(json.dumps(vars(result), indent=1))
         return 0
@@ -322,6 +363,7 @@ def add_evaluate(sub):
     p.add_argument("--test-flip", action="store_true",
                    help="average each image's logits with its mirror image's (as --test-flip in training)")
     p.add_argument("--format", choices=("table", "json"), default="table")
+    _add_engine_options(p, "none: int8 needs it")
     p.set_defaults(run=_run_evaluate)
 
 
@@ -355,9 +397,9 @@ def _run_export(args) -> int:
         raise ConfigError("give the weights to export with --weights CKPT (or --random-init for untrained "
                           "weights, to try the export)")
     result = export(model, args.out, args.format, args.input, dynamic_batch=args.dynamic_batch)
-    runner = "onnxruntime" if args.format == "onnx" else "torch.jit.load"
-    batch = ("any batch size" if args.dynamic_batch else f"batch {result.input_shape[0]} only" if args.format == "onnx"
-             else f"traced at batch {result.input_shape[0]}")
+    runner = {"onnx": "onnxruntime", "openvino": "OpenVINO (fp32)"}.get(args.format, "torch.jit.load")
+    batch = ("any batch size" if args.dynamic_batch else f"traced at batch {result.input_shape[0]}"
+             if args.format == "torchscript" else f"batch {result.input_shape[0]} only")
     print(f"wrote {result.path} ({args.format}, input {'x'.join(map(str, result.input_shape))}, {batch}); "
           f"{runner} output vs PyTorch: max |difference| {result.max_difference:.1e}")
     if result.max_difference > 1e-4:
@@ -368,15 +410,16 @@ def _run_export(args) -> int:
 
 
 def add_export(sub):
-    p = sub.add_parser("export", help="write a model to ONNX or TorchScript, checked against PyTorch",
+    p = sub.add_parser("export", help="write a model to ONNX, OpenVINO IR or TorchScript, checked against PyTorch",
                        description="Writes MODEL with the weights of CKPT as an ONNX file (checked with "
-                                   "onnx.checker) or a frozen TorchScript module, then runs the file on a "
-                                   "random input (onnxruntime or torch.jit.load) and compares its outputs "
-                                   "with PyTorch's. Exit status 1 if they differ by more than 1e-4.")
+                                   "onnx.checker), OpenVINO IR (FILE.xml beside FILE.bin, fp32) or a frozen "
+                                   "TorchScript module, then runs the file on a random input (onnxruntime, "
+                                   "OpenVINO or torch.jit.load) and compares its outputs with PyTorch's. "
+                                   "Exit status 1 if they differ by more than 1e-4.")
     p.add_argument("model", help="model name (see: inceptorch list)")
     p.add_argument("--weights", metavar="CKPT", help="checkpoint: inceptorch's own, or a torchvision/timm file")
     p.add_argument("--random-init", action="store_true", help="export untrained weights (without --weights)")
-    p.add_argument("--format", choices=("onnx", "torchscript"), default="onnx")
+    p.add_argument("--format", choices=EXPORT_FORMATS, default="onnx")
     p.add_argument("--out", required=True, metavar="FILE", help="file to write")
     p.add_argument("--input", type=_input_size, metavar="SIZE",
                    help="input size: 224, 3x224x224 or 1x3x224x224 (default: the model's own, batch 1)")
@@ -399,7 +442,8 @@ def _run_bench(args) -> int:
 
     report = benchmark(args.models, batches=args.batch, train_batches=args.batch if args.train else (),
                        input_size=args.input, threads=args.threads, peak_gflops=args.peak_gflops,
-                       repeats=args.repeats, compile=args.compile, onnx=not args.no_onnx)
+                       repeats=args.repeats, compile=args.compile, onnx=not args.no_onnx,
+                       backend=args.backend, precision=args.precision)
     print(report.table())
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
@@ -409,13 +453,15 @@ def _run_bench(args) -> int:
 
 
 def add_bench(sub):
-    p = sub.add_parser("bench", help="CPU throughput of the reference, eager, optimized and ONNX Runtime paths",
+    p = sub.add_parser("bench", help="CPU throughput of the reference, eager, optimized and engine paths",
                        description="Times, in this one process, each model's inference paths: torchvision's "
                                    "or timm's eager model with the same weights (where one exists), "
-                                   "inceptorch eager, optimize_for_inference and onnxruntime on the exported "
-                                   "model; images/s, ms per batch, achieved GFLOP/s, share of the CPU's peak, "
-                                   "and the ratio to the first path. Medians of rounds that interleave the "
-                                   "paths, after warm-up.")
+                                   "inceptorch eager, optimize_for_inference in fp32, bf16 (where the CPU has "
+                                   "it) and int8, onnxruntime and OpenVINO; images/s, ms per batch, achieved "
+                                   "GFLOP/s, share of the CPU's measured fp32 and bf16 peaks, top-1 agreement "
+                                   "with fp32, and the ratios to the first path and to the best peer engine. "
+                                   "The CPU's name and ISA flags head the notes. Medians of rounds that "
+                                   "interleave the paths, after warm-up.")
     p.add_argument("models", nargs="+", metavar="MODEL")
     p.add_argument("--batch", type=_batch_sizes, default=(1, 16), help="batch sizes, comma-separated (default 1,16)")
     p.add_argument("--input", type=_input_size, metavar="SIZE", help="input size (default: each model's own)")
@@ -423,12 +469,16 @@ def add_bench(sub):
                    help="also time training steps (forward, backward, SGD step) at each batch size")
     p.add_argument("--compile", action="store_true",
                    help="also time optimize_for_inference(compile=True) (minutes of compilation per shape)")
-    p.add_argument("--no-onnx", action="store_true", help="leave out the onnxruntime path")
+    p.add_argument("--no-onnx", action="store_true", help="leave out the onnxruntime and OpenVINO paths")
+    p.add_argument("--backend", default="all", choices=("all", *BACKENDS[:-1]),
+                   help="time only this backend's paths, beside the references and peers (default all)")
+    p.add_argument("--precision", default="all", choices=("all", *PRECISIONS[:-1]),
+                   help="time only this precision's paths, beside the references and peers (default all)")
     p.add_argument("--threads", type=int, help="threads for PyTorch and onnxruntime (default: PyTorch's)")
     p.add_argument("--repeats", type=int, default=5, help="timed rounds (default 5)")
     p.add_argument("--peak-gflops", type=float,
-                   help="the CPU's fp32 peak, for the share-of-peak column (default 156.8: the reference "
-                        "machine's 2 cores x 2.45 GHz x 32 FLOPs a cycle)")
+                   help="the CPU's fp32 peak, for the share-of-peak column (default: the fp32 and bf16 "
+                        "peaks measured with a large matrix product at the start)")
     p.add_argument("--json", metavar="FILE", help="also write the results as JSON")
     p.set_defaults(run=_run_bench)
 

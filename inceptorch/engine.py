@@ -299,12 +299,17 @@ def train(config: TrainConfig | dict | None = None, **options) -> TrainResult:
 
 def evaluate(weights, data: str | None = None, *, split: str = "val", data_root: str | None = None,
              val_split: float | None = None, batch_size: int = 256, device: str = "auto", workers: int = 2,
-             strict: bool = False, test_flip: bool = False) -> EvalResult:
+             strict: bool = False, test_flip: bool = False, model=None) -> EvalResult:
     """Scores a checkpoint on a split of a data set (by default the one it was trained on and validated
-    with): accuracy, per-class precision and recall, confusion matrix."""
+    with): accuracy, per-class precision and recall, confusion matrix.
+
+    ``model``: what computes the logits instead of the checkpoint's eager model, for instance
+    ``optimize_for_inference`` of it on another backend or precision (the checkpoint still gives the
+    classes, preprocessing and data)."""
     if split not in ("val", "test"):
         raise ConfigError(f"--split must be val or test, got '{split}'")
-    model = load_model(weights)
+    checkpoint_model = load_model(weights)
+    model = model if model is not None else checkpoint_model
     meta = read_metadata(weights)
     spec = meta.get("data", {})
     data = data or spec.get("data")
@@ -316,13 +321,13 @@ def evaluate(weights, data: str | None = None, *, split: str = "val", data_root:
                       "data_root": data_root or (spec.get("data_root") if same_data else None),
                       "val_split": val_split or (spec.get("val_split") if same_data else None) or 0.1})
     source = sources.open_source(config, (split,))
-    classes = model.class_names or source.classes
-    if len(source.classes) != len(classes) or (model.class_names and source.classes != classes):
+    classes = checkpoint_model.class_names or source.classes
+    if len(source.classes) != len(classes) or (checkpoint_model.class_names and source.classes != classes):
         raise DataError(f"{weights} was trained on the classes {', '.join(classes)}, but {data} has "
                         f"{', '.join(source.classes)}: evaluate on data with the same classes")
     prep_fields = meta.get("preprocessing")
     prep = (Preprocessing.from_dict(prep_fields) if prep_fields
-            else datasets.preprocessing(sources.open_source(config), model, config))
+            else datasets.preprocessing(sources.open_source(config), checkpoint_model, config))
     device = pick_device(device)
     batches = datasets.loaders(source, prep, config, device=device)[split]
     model.to(device)

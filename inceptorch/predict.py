@@ -17,6 +17,7 @@ from torchvision.models import Inception_V3_Weights
 
 from .errors import ConfigError, DataError
 from .images import Preprocessing, convert_image, image_files, preprocessing_for, read_image
+from .inference import optimize_for_inference
 from .models import create_model, load_model
 from .weights import read_metadata, read_state_dict
 
@@ -50,7 +51,9 @@ def _name(item, index: int) -> str:
 
 
 def _model_device(model: torch.nn.Module) -> torch.device:
-    return next(model.parameters()).device
+    """Where the model's weights are; the CPU for an engine's model, which has none in PyTorch."""
+    weight = next(model.parameters(), None)
+    return weight.device if weight is not None else torch.device("cpu")
 
 
 def _batches(model, items, preprocessing: Preprocessing | None, batch_size: int,
@@ -112,9 +115,31 @@ def predict(model, images: Iterable, *, topk: int = 5, preprocessing: Preprocess
 
 
 def pooled_features(model, batch: torch.Tensor) -> torch.Tensor:
-    """Global-average-pooled ``forward_features``: one (N, C) vector per image."""
-    features = model.forward_features(batch)
+    """Global-average-pooled ``forward_features``: one (N, C) vector per image; a model made from
+    ``PooledFeatures`` (optimized or run by an engine) gives them itself."""
+    if getattr(model, "returns_features", False):
+        return model(batch)
+    return _pooled(model.forward_features(batch))
+
+
+def _pooled(features: torch.Tensor) -> torch.Tensor:
     return features if features.dim() == 2 else F.adaptive_avg_pool2d(features, 1).flatten(1)
+
+
+class PooledFeatures(torch.nn.Module):
+    """A model whose forward gives ``pooled_features``: what ``embed`` optimizes or exports to an engine."""
+
+    returns_features = True
+
+    def __init__(self, model: torch.nn.Module):
+        super().__init__()
+        self.model = model
+        for name in ("model_name", "in_chans", "min_input_size", "default_input_size"):
+            if hasattr(model, name):
+                setattr(self, name, getattr(model, name))
+
+    def forward(self, x):
+        return _pooled(self.model.forward_features(x))
 
 
 @torch.inference_mode()
@@ -136,6 +161,29 @@ def extract_features(model, images, *, preprocessing: Preprocessing | None = Non
     if not rows:
         raise DataError("no image could be read: check the paths and files given")
     return torch.cat(rows)
+
+
+def optimized_for_images(model, images, *, backend: str = "torch", precision: str = "fp32",
+                         preprocessing: Preprocessing | None = None, batch_size: int = 16, calibration=None,
+                         features: bool = False):
+    """``model`` through ``optimize_for_inference``, for ``predict`` (or, with ``features``,
+    ``extract_features``) on ``images``: prepared, and for ``auto`` measured, on their first batch;
+    int8 calibrated on ``calibration`` (a folder or files), else on the images themselves."""
+    if _model_device(model).type != "cpu":
+        raise ConfigError("--backend and --precision choose a CPU path: leave out --device cuda")
+    items = _items(images)
+    try:
+        _, example = next(_batches(model, items, preprocessing, batch_size, []))
+    except StopIteration:
+        raise DataError("no image could be read: check the paths and files given") from None
+    if precision in ("int8", "auto") and calibration is None:
+        calibration = [i for i in items if isinstance(i, (str, Path))] or None
+    if calibration is not None and not isinstance(calibration, torch.Tensor):
+        files = image_files([calibration] if isinstance(calibration, (str, Path)) else calibration)
+        calibration = torch.cat([b for _, b in _batches(model, files[:300], preprocessing, 64, [])])
+    net = PooledFeatures(model) if features else model
+    return optimize_for_inference(net.eval(), example, backend=backend, precision=precision,
+                                  calibration=calibration)
 
 
 def load_for_inference(weights, model: str | None = None, *, origin: str = "auto",

@@ -2,6 +2,7 @@
 
 import copy
 import json
+from pathlib import Path
 
 import onnx
 import onnxruntime
@@ -13,7 +14,14 @@ from torch import nn
 from inceptorch import create_model, list_models, optimize_for_inference
 from inceptorch.cli import main
 from inceptorch.errors import ConfigError, InputSizeError
-from inceptorch.inference import FusedConv2d, benchmark, export, reference_model
+from inceptorch.inference import (
+    FusedConv2d,
+    benchmark,
+    export,
+    isa_flags,
+    measured_peak_gflops,
+    reference_model,
+)
 from inceptorch.weights import save_weights
 
 TOLERANCE = 1e-4  # the bound on |optimized - eager| and |exported - PyTorch|
@@ -175,22 +183,39 @@ def test_benchmark_references_carry_the_same_weights():
 def test_cli_bench_times_every_path_and_writes_json(tmp_path, capsys):
     out = tmp_path / "bench.json"
     code = main(["bench", "lenet", "--batch", "2", "--input", "1x28x28", "--train", "--repeats", "1",
-                 "--threads", "1", "--json", str(out)])
+                 "--threads", "1", "--precision", "fp32", "--peak-gflops", "100", "--json", str(out)])
     assert code == 0
-    rows = json.loads(out.read_text())["rows"]
+    report = json.loads(out.read_text())
+    rows = report["rows"]
     paths = {(r["task"], r["path"]) for r in rows}
-    assert paths == {("inference", "inceptorch eager"), ("inference", "optimize_for_inference"),
-                     ("inference", "onnxruntime"), ("train step", "inceptorch eager"),
-                     ("train step", "inceptorch channels-last")}
+    assert paths == {("inference", "inceptorch eager"), ("inference", "torch fp32"),
+                     ("inference", "onnxruntime fp32"), ("inference", "openvino default"),
+                     ("train step", "inceptorch eager"), ("train step", "inceptorch channels-last")}
     assert all(r["images_per_s"] > 0 and r["gflops"] > 0 for r in rows)
-    assert "optimize_for_inference" in capsys.readouterr().out
+    inference = {r["path"]: r for r in rows if r["task"] == "inference"}
+    peer = max(inference["onnxruntime fp32"]["images_per_s"], inference["openvino default"]["images_per_s"])
+    assert inference["torch fp32"]["vs_best_peer"] == pytest.approx(inference["torch fp32"]["images_per_s"] / peer)
+    assert inference["torch fp32"]["agreement"] == 1.0
+    assert report["machine"]["cpu"] and isinstance(report["machine"]["isa"], list)
+    printed = capsys.readouterr().out
+    assert "torch fp32" in printed and "vs peer" in printed and report["machine"]["cpu"] in printed
 
 
 def test_benchmark_counts_two_flops_per_multiply_add():
     from inceptorch.analysis import count_macs
 
-    report = benchmark(["lenet"], batches=(1,), input_size=(1, 28, 28), repeats=1, onnx=False)
+    report = benchmark(["lenet"], batches=(1,), input_size=(1, 28, 28), repeats=1, onnx=False, precision="fp32",
+                       peak_gflops=156.8)
     row = report.rows[0]
     expected = 2 * count_macs(create_model("lenet", in_chans=1), (1, 28, 28)) / (row.ms_per_batch / 1e3) / 1e9
     assert row.gflops == pytest.approx(expected, rel=1e-6)
-    assert row.peak_share == pytest.approx(row.gflops / (2 * 2.45 * 32), rel=1e-6)
+    assert row.fp32_peak_share == pytest.approx(row.gflops / 156.8, rel=1e-6)
+
+
+def test_cpu_record_names_the_isa_and_measures_a_peak():
+    flags = isa_flags()
+    assert set(flags) <= {"AVX2", "AVX-512", "AVX512-BF16", "AMX", "VNNI"}
+    cpuinfo = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
+    assert ("AVX2" in flags) == (" avx2" in cpuinfo)
+    assert ("AMX" in flags) == (" amx_bf16" in cpuinfo)
+    assert measured_peak_gflops(torch.float32, side=256, repeats=1) > 0

@@ -67,6 +67,16 @@ def test_evaluate_reproduces_the_validation_accuracy(trained, capsys):
     assert f"accuracy {last_epoch['val_acc']:.4f}" in out and "precision" in out and "confusion" in out
 
 
+def test_evaluate_through_another_backend_scores_the_same(trained, capsys):
+    """The CLI builds the engine's model and hands it to evaluate; fp32 engines give the same predictions."""
+    weights = trained / "last.safetensors"
+    eager = inceptorch.evaluate(weights)
+    model = inceptorch.optimize_for_inference(inceptorch.load_model(weights), backend="onnxruntime")
+    assert inceptorch.evaluate(weights, model=model).confusion == eager.confusion
+    assert main(["evaluate", "--weights", str(weights), "--backend", "openvino", "--format", "json"]) == 0
+    assert json.loads(capsys.readouterr().out)["confusion"] == eager.confusion
+
+
 def bad_folder(tmp_path, kind):
     root = tmp_path / "photos"
     if kind == "empty folder":

@@ -1,7 +1,9 @@
 """``inceptorch bench``: every inference path of a model timed in one process, paths interleaved.
 
-Ratios are taken within one run, against torchvision's or timm's eager model with the same weights:
-machines differ, and the same machine drifts from minute to minute.
+Ratios are taken within one run, against torchvision's or timm's eager model with the same weights
+and against the best peer engine (onnxruntime fp32, OpenVINO at its default precision): machines
+differ, and the same machine drifts from minute to minute. The share of peak divides by the fp32
+and bf16 peaks measured at the start with a large matrix product (``cpu.measured_peak_gflops``).
 """
 
 import copy
@@ -10,26 +12,24 @@ import logging
 import math
 import platform
 import statistics
-import tempfile
 import time
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from ..analysis import count_macs, full_input_size
-from ..errors import ConfigError
+from ..errors import ConfigError, InceptorchError
 from ..models import create_model
 from ..tables import text_table
-from .export import _onnx_session, export
-from .optimize import optimize_for_inference
+from .choose import BACKENDS, build_path, candidates, top1_agreement
+from .cpu import cpu_name, isa_flags, measured_peak_gflops
+from .optimize import bf16_supported
 
 log = logging.getLogger("inceptorch")
 
-# fp32 peak of the project's reference CPU: 2 cores x 2.45 GHz x 32 FLOPs a cycle (two AVX2 FMA units).
-DEFAULT_PEAK_GFLOPS = 2 * 2.45 * 32
+PEERS = ("onnxruntime fp32", "openvino default")  # the peer engines at their default settings
 
 
 def _torchvision(builder_name: str):
@@ -86,55 +86,67 @@ class BenchRow:
     ms_per_batch: float  # median; at batch 1 this is the latency
     images_per_s: float
     gflops: float  # achieved GFLOP/s: 2 x multiply-adds per forward, 3 forwards' worth per training step
-    peak_share: float
+    fp32_peak_share: float
+    bf16_peak_share: float | None  # None where the CPU has no bf16 instructions
     vs_reference: float  # throughput over the first path of the same model, task and batch
     reference: str  # that first path
-    setup_s: float  # time to build the path (optimize, export, compile) before timing
+    vs_best_peer: float | None  # throughput over the faster of onnxruntime fp32 and OpenVINO default
+    agreement: float | None  # top-1 agreement with the fp32 eager model on the timed batch
+    setup_s: float  # time to build the path (optimize, export, quantize, compile) before timing
 
 
 @dataclass
 class BenchReport:
     rows: list[BenchRow]
-    peak_gflops: float
+    peak_gflops: dict  # {"fp32": GFLOP/s, "bf16": ...}, and how they were found under "source"
     threads: int
     repeats: int
     machine: dict = field(default_factory=dict)
+    accuracy: dict = field(default_factory=dict)  # {task: {path: {"agreement": .., "accuracy": ..}}}
 
     def table(self) -> str:
-        header = ["model", "task", "batch", "input", "path", "img/s", "ms/batch", "GFLOP/s", "% peak",
-                  "vs ref", "setup s"]
-        lines = [[r.model, r.task, str(r.batch), r.input, r.path, f"{r.images_per_s:.1f}",
-                  f"{r.ms_per_batch:.1f}", f"{r.gflops:.1f}", f"{r.peak_share:.0%}", f"{r.vs_reference:.2f}x",
-                  f"{r.setup_s:.1f}"] for r in self.rows]
-        notes = (f"{self.threads} threads, median of {self.repeats} timed rounds after warm-up, paths "
-                 f"interleaved; peak {self.peak_gflops:.1f} GFLOP/s; vs ref: over the first path of each group")
+        tasks = list(self.accuracy)
+        header = ["model", "task", "batch", "input", "path", "img/s", "ms/batch", "GFLOP/s", "% fp32 pk",
+                  "% bf16 pk", "vs ref", "vs peer", "agree", "setup s"]
+        header += [f"{t} {column}" for t in tasks for column in ("agree", "acc")]
+
+        def percent(value):
+            return "-" if value is None else f"{value:.1%}"
+
+        lines = []
+        for r in self.rows:
+            line = [r.model, r.task, str(r.batch), r.input, r.path, f"{r.images_per_s:.1f}", f"{r.ms_per_batch:.1f}",
+                    f"{r.gflops:.1f}", f"{r.fp32_peak_share:.0%}",
+                    "-" if r.bf16_peak_share is None else f"{r.bf16_peak_share:.0%}", f"{r.vs_reference:.2f}x",
+                    "-" if r.vs_best_peer is None else f"{r.vs_best_peer:.2f}x", percent(r.agreement),
+                    f"{r.setup_s:.1f}"]
+            for t in tasks:
+                scores = self.accuracy[t].get(r.path, {}) if r.task == "inference" else {}
+                line += [percent(scores.get("agreement")), percent(scores.get("accuracy"))]
+            lines.append(line)
+        peaks = ", ".join(f"{k} {v:.0f}" for k, v in self.peak_gflops.items() if k != "source")
+        notes = (f"CPU {self.machine.get('cpu')} ({', '.join(self.machine.get('isa', [])) or 'no ISA flags read'}); "
+                 f"{self.threads} threads, median of {self.repeats} timed rounds after warm-up, paths interleaved\n"
+                 f"peak GFLOP/s {peaks} ({self.peak_gflops.get('source')}); vs ref: over the first path of each "
+                 f"group; vs peer: over the faster of {' and '.join(PEERS)}; agree: top-1 agreement with fp32 "
+                 f"eager on the timed batch")
         return f"{text_table(header, lines, left=5)}\n{notes}"
 
     def to_dict(self) -> dict:
         return {"peak_gflops": self.peak_gflops, "threads": self.threads, "repeats": self.repeats,
-                "machine": self.machine, "rows": [asdict(r) for r in self.rows]}
+                "machine": self.machine, "accuracy": self.accuracy, "rows": [asdict(r) for r in self.rows]}
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=2)
 
 
-def cpu_name() -> str:
-    """The CPU's model name (Linux's /proc/cpuinfo), else what ``platform`` knows, for benchmark records."""
-    try:
-        return next(line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                    if line.startswith("model name"))
-    except (OSError, StopIteration):
-        return platform.processor() or platform.machine()
-
-
 def _machine() -> dict:
-    info = {"cpu": cpu_name(), "torch": torch.__version__, "python": platform.python_version()}
-    try:
-        import onnxruntime
-
-        info["onnxruntime"] = onnxruntime.__version__
-    except ImportError:
-        pass
+    info = {"cpu": cpu_name(), "isa": isa_flags(), "torch": torch.__version__, "python": platform.python_version()}
+    for module in ("onnxruntime", "openvino", "torchao", "nncf"):
+        try:
+            info[module] = __import__(module).__version__
+        except ImportError:
+            pass
     return info
 
 
@@ -166,31 +178,59 @@ def _timed_setup(build):
     return result, time.perf_counter() - start
 
 
-def _inference_calls(name, model, reference, x, compile: bool, onnx: bool) -> tuple[dict, dict]:
-    """The inference paths to time, as functions of nothing, and the seconds each took to build."""
+# path name -> (backend, precision, compile)
+PATHS = {"torch fp32": ("torch", "fp32", False), "torch fp32 compiled": ("torch", "fp32", True),
+         "torch bf16": ("torch", "bf16", False), "torch bf16 compiled": ("torch", "bf16", True),
+         "torch int8": ("torch", "int8", False), "onnxruntime fp32": ("onnxruntime", "fp32", False),
+         "openvino default": ("openvino", "default", False), "openvino int8": ("openvino", "int8", False)}
+
+
+def bench_paths(backend: str = "all", precision: str = "all", compile: bool = False, onnx: bool = True) -> list[str]:
+    """The paths of ``PATHS`` this machine runs (extras installed, bf16 in the CPU), those of ``backend``
+    and ``precision`` ("all": every one), and the peers always (unless ``onnx=False``)."""
+    if backend not in ("all", *BACKENDS[:-1]) or precision not in ("all", "fp32", "bf16", "int8"):
+        raise ConfigError(f"bench takes --backend all or one of {', '.join(BACKENDS[:-1])} and --precision all, "
+                          f"fp32, bf16 or int8, got {backend} and {precision}")
+    chosen = []
+    for name, (b, p, compiled) in PATHS.items():
+        peer = name in PEERS
+        if (compiled and not compile) or (b != "torch" and not onnx):
+            continue
+        if not peer and ((backend != "all" and b != backend) or (precision != "all" and p != precision)):
+            continue
+        if p == "default" or (b, p) in candidates(b, p, int8=True):
+            chosen.append(name)
+        elif p != "bf16" or bf16_supported():
+            log.info("bench: %s left out (its extra is not installed)", name)
+    return chosen
+
+
+def build_bench_path(model, name: str, x: torch.Tensor, calibration: list[torch.Tensor]):
+    backend, precision, compiled = PATHS[name]
+    return build_path(model, x, backend, precision, compile=compiled,
+                      calibration=calibration if precision == "int8" else None)
+
+
+def _inference_calls(name, model, reference, x, paths, calibration) -> tuple[dict, dict, dict]:
+    """The inference paths to time, as functions of nothing, the seconds each took to build, and each
+    one's top-1 agreement with the fp32 eager model on ``x``."""
     calls, setup = {}, {}
     if reference is not None:
         origin, ref_model = reference
         calls[f"{origin} eager"], setup[f"{origin} eager"] = lambda: ref_model(x), 0.0
     calls["inceptorch eager"], setup["inceptorch eager"] = lambda: model(x), 0.0
-    fast, setup["optimize_for_inference"] = _timed_setup(lambda: optimize_for_inference(model, x))
-    calls["optimize_for_inference"] = lambda: fast(x)
-    if compile:
-        log.info("%s batch %d: compiling (minutes on a few cores)", name, x.shape[0])
-        compiled, setup["optimize (compile=True)"] = _timed_setup(
-            lambda: optimize_for_inference(model, x, compile=True))
-        calls["optimize (compile=True)"] = lambda: compiled(x)
-    if onnx:
-        def build_session():
-            with tempfile.TemporaryDirectory() as folder:
-                path = Path(folder) / "model.onnx"
-                export(model, path, "onnx", tuple(x.shape), verify=False)
-                return _onnx_session(path.read_bytes())
-
-        session, setup["onnxruntime"] = _timed_setup(build_session)
-        feed = {"input": x.numpy()}
-        calls["onnxruntime"] = lambda: session.run(None, feed)
-    return calls, setup
+    for path in paths:
+        log.info("%s batch %d: building %s", name, x.shape[0], path)
+        try:
+            built, setup[path] = _timed_setup(lambda path=path: build_bench_path(model, path, x, calibration))
+        except InceptorchError as e:
+            log.warning("bench: %s left out: %s", path, e)
+            continue
+        calls[path] = lambda built=built: built(x)
+    with torch.no_grad():
+        expected = model(x)
+        agreement = {path: top1_agreement(call(), expected) for path, call in calls.items()}
+    return calls, setup, agreement
 
 
 def _train_calls(model, reference, x) -> dict:
@@ -217,23 +257,49 @@ def _train_calls(model, reference, x) -> dict:
     return calls
 
 
+def _peaks(peak_gflops: float | None) -> dict:
+    if peak_gflops:
+        return {"fp32": peak_gflops, "source": "fp32 given, bf16 not"}
+    peaks = {"fp32": measured_peak_gflops(torch.float32)}
+    if bf16_supported():
+        peaks["bf16"] = measured_peak_gflops(torch.bfloat16)
+    peaks["source"] = "measured: torch.mm of two 4096x4096 matrices, median of 3"
+    return peaks
+
+
+def _rows(name, task, batch, shape, seconds, setup, agreement, flops, peaks) -> list[BenchRow]:
+    first = next(iter(seconds))
+    peers = [seconds[p] for p in PEERS if p in seconds]
+    rows = []
+    for path, s in seconds.items():
+        gflops = flops / s / 1e9
+        rows.append(BenchRow(name, task, batch, "x".join(map(str, shape)), path, s * 1e3, batch / s, gflops,
+                             gflops / peaks["fp32"], gflops / peaks["bf16"] if "bf16" in peaks else None,
+                             seconds[first] / s, first, min(peers) / s if peers else None,
+                             agreement.get(path), setup.get(path, 0.0)))
+    return rows
+
+
 def benchmark(models, *, batches=(1, 16), train_batches=(), input_size=None, threads: int | None = None,
-              peak_gflops: float | None = None, repeats: int = 5, compile: bool = False,
-              onnx: bool = True) -> BenchReport:
+              peak_gflops: float | None = None, repeats: int = 5, compile: bool = False, onnx: bool = True,
+              backend: str = "all", precision: str = "all", images: torch.Tensor | None = None) -> BenchReport:
     """Times each model's inference paths, and training steps, in this process; see ``BenchRow``.
 
     For each model (a registered name, built with random weights: speed does not depend on them)
     and batch size: torchvision's or timm's eager model with the same weights where there is one,
-    inceptorch eager, ``optimize_for_inference`` (and with ``compile=True`` where asked) and
-    onnxruntime on the exported model. ``train_batches`` adds training steps: the reference,
-    inceptorch eager, and inceptorch channels-last. ``input_size`` is a side, (H, W) or (C, H, W);
-    each model's default when ``None``. ``peak_gflops`` defaults to the reference CPU's (156.8).
+    inceptorch eager, and the paths of ``bench_paths(backend, precision, compile, onnx)``: torch
+    fp32, bf16 and int8, onnxruntime fp32, OpenVINO at its default precision and int8.
+    ``train_batches`` adds training steps: the reference, inceptorch eager, and inceptorch
+    channels-last. ``input_size`` is a side, (H, W) or (C, H, W); each model's default when ``None``.
+    ``images``: preprocessed real images (N, C, H, W) at that size, to time, to calibrate int8 on
+    and to measure agreement on (random inputs otherwise). ``peak_gflops``: the CPU's fp32 peak;
+    by default the fp32 and bf16 peaks are measured.
     """
     if isinstance(models, str):
         models = [models]
     if not models or min(list(batches) + list(train_batches) or [1]) < 1 or repeats < 1:
         raise ConfigError("give at least one model, batch sizes of at least 1 and at least one repeat")
-    peak_gflops = peak_gflops or DEFAULT_PEAK_GFLOPS
+    paths = bench_paths(backend, precision, compile, onnx)
     previous_threads = torch.get_num_threads()
     if threads is not None:
         if threads < 1:
@@ -241,6 +307,7 @@ def benchmark(models, *, batches=(1, 16), train_batches=(), input_size=None, thr
         torch.set_num_threads(threads)
     rows = []
     try:
+        peaks = _peaks(peak_gflops)
         for name in models:
             size = tuple(input_size)[-3:] if isinstance(input_size, (tuple, list)) else input_size
             model = create_model(name, in_chans=size[0] if isinstance(size, tuple) and len(size) == 3 else 3)
@@ -250,25 +317,53 @@ def benchmark(models, *, batches=(1, 16), train_batches=(), input_size=None, thr
             reference = reference_model(model)
             if reference is not None:
                 reference[1].eval()
+            calibration = list((images if images is not None else torch.randn(32, *shape)).split(16))
             jobs = [("inference", b) for b in batches] + [("train step", b) for b in train_batches]
             for task, batch in jobs:
                 log.info("%s: %s at batch %d", name, task, batch)
-                x = torch.randn(batch, *shape)
+                x = (images[:batch] if images is not None and len(images) >= batch else torch.randn(batch, *shape))
                 if task == "inference":
-                    calls, setup = _inference_calls(name, model, reference, x, compile, onnx)
+                    calls, setup, agreement = _inference_calls(name, model, reference, x, paths, calibration)
                     with torch.inference_mode():
                         seconds = _time_interleaved(calls, repeats)
                     flops = flops_per_image * batch
                 else:
-                    calls, setup = _train_calls(model, reference, x), {}
+                    calls, setup, agreement = _train_calls(model, reference, x), {}, {}
                     seconds = _time_interleaved(calls, repeats)
                     flops = 3 * flops_per_image * batch
-                first = next(iter(seconds))
-                for path, s in seconds.items():
-                    gflops = flops / s / 1e9
-                    rows.append(BenchRow(name, task, batch, "x".join(map(str, shape)), path, s * 1e3, batch / s,
-                                         gflops, gflops / peak_gflops, seconds[first] / s, first,
-                                         setup.get(path, 0.0)))
+                rows += _rows(name, task, batch, shape, seconds, setup, agreement, flops, peaks)
     finally:
         torch.set_num_threads(previous_threads)
-    return BenchReport(rows, peak_gflops, threads or previous_threads, repeats, _machine())
+    return BenchReport(rows, peaks, threads or previous_threads, repeats, _machine())
+
+
+def _top1(call, images: torch.Tensor, batch_size: int) -> torch.Tensor:
+    """The top-1 class of every image, in batches of one shape (compiled paths compile per shape): the
+    last batch reaches back over images already seen."""
+    classes = []
+    for start in range(0, len(images), batch_size):
+        end = min(start + batch_size, len(images))
+        first = max(0, end - batch_size)
+        classes.append(call(images[first:end]).argmax(1)[start - first:])
+    return torch.cat(classes)
+
+
+def accuracy_of_paths(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, paths: list[str],
+                      calibration: torch.Tensor, batch_size: int = 64) -> dict:
+    """{path: {"agreement": top-1 agreement with fp32 eager, "accuracy": on ``labels``}} of a trained
+    model on real held-out images: a faster path counts only if it keeps the predictions."""
+    model = model.eval()
+    with torch.no_grad():
+        expected = _top1(model, images, batch_size)
+    scores = {"inceptorch eager": {"agreement": 1.0, "accuracy": (expected == labels).float().mean().item()}}
+    batches = list(calibration.split(16))
+    for path in paths:
+        try:
+            built = build_bench_path(model, path, images[:batch_size], batches)
+        except InceptorchError as e:
+            log.warning("accuracy: %s left out: %s", path, e)
+            continue
+        predicted = _top1(built, images, batch_size)
+        scores[path] = {"agreement": (predicted == expected).float().mean().item(),
+                        "accuracy": (predicted == labels).float().mean().item()}
+    return scores

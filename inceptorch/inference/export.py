@@ -1,10 +1,11 @@
-"""Export to ONNX and TorchScript, each file checked by running it against PyTorch."""
+"""Export to ONNX, OpenVINO IR and TorchScript, each file checked by running it against PyTorch."""
 
 import contextlib
 import copy
 import logging
 import os
 import sys
+import tempfile
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,10 +16,11 @@ from torch import nn
 from ..analysis import full_input_size
 from ..errors import ConfigError
 from ..models.base import _check_input
+from .extras import require
 
 log = logging.getLogger("inceptorch")
 
-EXPORT_FORMATS = ("onnx", "torchscript")
+EXPORT_FORMATS = ("onnx", "openvino", "torchscript")
 ONNX_OPSET = 18  # the oldest the torch.export-based exporter writes without converting
 
 
@@ -42,19 +44,9 @@ def _export_input(model: nn.Module, input_size) -> torch.Tensor:
     return x
 
 
-def _require_onnx():
-    try:
-        import onnx
-    except ImportError:
-        raise ConfigError("ONNX export needs the onnx package: pip install 'inceptorch[export]'") from None
-    return onnx
-
-
-def _onnx_session(path_or_bytes, threads: int | None = None):
-    try:
-        import onnxruntime
-    except ImportError:
-        raise ConfigError("running ONNX files needs onnxruntime: pip install 'inceptorch[export]'") from None
+def onnx_session(path_or_bytes, threads: int | None = None):
+    """An onnxruntime CPU session on an ONNX file (a Path) or its bytes, with PyTorch's thread count."""
+    onnxruntime = require("onnxruntime", "running ONNX files")
     options = onnxruntime.SessionOptions()
     options.intra_op_num_threads = threads or torch.get_num_threads()
     options.inter_op_num_threads = 1
@@ -95,12 +87,13 @@ def _quiet_loggers(*names):
             logger.setLevel(level)
 
 
-def _write_onnx(model: nn.Module, x: torch.Tensor, path: Path, dynamic_batch: bool) -> None:
+def write_onnx(model: nn.Module, x: torch.Tensor, path: Path, dynamic_batch: bool) -> None:
     """The TorchScript-based exporter first: deprecated in favour of the one built on torch.export,
     but it writes these models in about a second where the other spends 15-25 s even on a small one.
     The newer exporter takes over where the old one lacks an operator (an adaptive pool to a size that
     does not divide the input's, for instance)."""
-    onnx = _require_onnx()
+    onnx = require("onnx", "ONNX export")
+    require("onnxscript", "ONNX export")
     names = {"input_names": ["input"], "output_names": ["logits"], "opset_version": ONNX_OPSET}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -118,6 +111,37 @@ def _write_onnx(model: nn.Module, x: torch.Tensor, path: Path, dynamic_batch: bo
     onnx.checker.check_model(str(path), full_check=True)
 
 
+def openvino_model(model: nn.Module, x: torch.Tensor, dynamic_batch: bool = True):
+    """``model`` as an OpenVINO model in memory, converted from its ONNX export (the route measured:
+    OpenVINO reads these ONNX files whole)."""
+    ov = require("openvino", "OpenVINO")
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "model.onnx"
+        write_onnx(model, x, path, dynamic_batch)
+        return ov.Core().read_model(str(path))
+
+
+def openvino_compiled(ov_model, shape, config: dict | None = None):
+    """``ov_model`` compiled for the CPU at a fixed input ``shape`` (faster than a dynamic one), on
+    PyTorch's thread count; ``config`` adds OpenVINO properties (``INFERENCE_PRECISION_HINT``)."""
+    ov = require("openvino", "OpenVINO")
+    ov_model = ov_model.clone()
+    ov_model.reshape(ov.PartialShape(list(shape)))
+    return ov.Core().compile_model(ov_model, "CPU", {"INFERENCE_NUM_THREADS": torch.get_num_threads(),
+                                                      **(config or {})})
+
+
+def _write_openvino(model: nn.Module, x: torch.Tensor, path: Path, dynamic_batch: bool) -> None:
+    """IR (.xml beside its .bin) in fp32: OpenVINO's default would store the weights as fp16."""
+    ov = require("openvino", "OpenVINO export")
+    if path.suffix != ".xml":
+        raise ConfigError(f"--out {path} must end in .xml: OpenVINO IR is an .xml file beside its .bin")
+    ov_model = openvino_model(model, x, dynamic_batch)
+    if not dynamic_batch:
+        ov_model.reshape(ov.PartialShape(list(x.shape)))
+    ov.save_model(ov_model, str(path), compress_to_fp16=False)
+
+
 def _write_torchscript(model: nn.Module, x: torch.Tensor, path: Path) -> None:
     """Traced, then frozen: batch norm folded and weights inlined, for loading with ``torch.jit.load``."""
     with warnings.catch_warnings(), torch.no_grad():
@@ -128,8 +152,12 @@ def _write_torchscript(model: nn.Module, x: torch.Tensor, path: Path) -> None:
 
 def _run_exported(path: Path, fmt: str, x: torch.Tensor) -> torch.Tensor:
     if fmt == "onnx":
-        session = _onnx_session(path)
+        session = onnx_session(path)
         return torch.from_numpy(session.run(None, {"input": x.numpy()})[0])
+    if fmt == "openvino":  # in fp32: OpenVINO's default on a bf16 CPU would be bf16
+        ov = require("openvino", "OpenVINO")
+        compiled = openvino_compiled(ov.Core().read_model(str(path)), x.shape, {"INFERENCE_PRECISION_HINT": "f32"})
+        return torch.from_numpy(compiled(x.numpy())[0])
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")
         return torch.jit.load(str(path))(x)
@@ -139,8 +167,8 @@ def export(model: nn.Module, path, format: str = "onnx", input_size=None, *, dyn
            verify: bool = True) -> ExportResult:
     """Writes ``model`` in eval mode to ``path`` (from a CPU copy: the model itself is not changed).
 
-    ``format`` is ``"onnx"`` (checked with ``onnx.checker``) or ``"torchscript"`` (traced and
-    frozen). ``input_size`` is a side, (C, H, W) or (N, C, H, W), the model's default if ``None``.
+    ``format`` is ``"onnx"`` (checked with ``onnx.checker``), ``"openvino"`` (IR: ``path`` is the
+    .xml, the weights go beside it in a .bin) or ``"torchscript"`` (traced and frozen). ``input_size`` is a side, (C, H, W) or (N, C, H, W), the model's default if ``None``.
     ``dynamic_batch`` lets the file take any batch size instead of the traced one. ``verify`` runs
     the file (onnxruntime or ``torch.jit.load``) on a random input, at another batch size where it
     is dynamic, and records the largest difference from PyTorch's outputs.
@@ -153,7 +181,9 @@ def export(model: nn.Module, path, format: str = "onnx", input_size=None, *, dyn
     model = copy.deepcopy(model).eval().cpu()
     x = _export_input(model, input_size)
     if format == "onnx":
-        _write_onnx(model, x, path, dynamic_batch)
+        write_onnx(model, x, path, dynamic_batch)
+    elif format == "openvino":
+        _write_openvino(model, x, path, dynamic_batch)
     else:
         _write_torchscript(model, x, path)
     difference = None
