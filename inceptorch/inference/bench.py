@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..analysis import count_macs, full_input_size
+from ..cpu import cpu_name, isa_flags
 from ..errors import ConfigError
 from ..models import create_model
 from ..tables import text_table
@@ -118,17 +119,9 @@ class BenchReport:
         return json.dumps(self.to_dict(), indent=2)
 
 
-def cpu_name() -> str:
-    """The CPU's model name (Linux's /proc/cpuinfo), else what ``platform`` knows, for benchmark records."""
-    try:
-        return next(line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                    if line.startswith("model name"))
-    except (OSError, StopIteration):
-        return platform.processor() or platform.machine()
-
-
 def _machine() -> dict:
-    info = {"cpu": cpu_name(), "torch": torch.__version__, "python": platform.python_version()}
+    info = {"cpu": cpu_name(), "isa": isa_flags(), "torch": torch.__version__,
+            "python": platform.python_version()}
     try:
         import onnxruntime
 
@@ -138,7 +131,7 @@ def _machine() -> dict:
     return info
 
 
-def _time_interleaved(calls: dict, repeats: int, min_round_s: float = 0.3) -> dict[str, float]:
+def time_interleaved(calls: dict, repeats: int, min_round_s: float = 0.3) -> dict[str, float]:
     """Median seconds per call of each function, timed in rounds that visit every function in turn.
 
     Interleaving keeps the ratios fair when the machine's load drifts during the run; each round
@@ -257,11 +250,11 @@ def benchmark(models, *, batches=(1, 16), train_batches=(), input_size=None, thr
                 if task == "inference":
                     calls, setup = _inference_calls(name, model, reference, x, compile, onnx)
                     with torch.inference_mode():
-                        seconds = _time_interleaved(calls, repeats)
+                        seconds = time_interleaved(calls, repeats)
                     flops = flops_per_image * batch
                 else:
                     calls, setup = _train_calls(model, reference, x), {}
-                    seconds = _time_interleaved(calls, repeats)
+                    seconds = time_interleaved(calls, repeats)
                     flops = 3 * flops_per_image * batch
                 first = next(iter(seconds))
                 for path, s in seconds.items():
