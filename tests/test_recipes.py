@@ -38,7 +38,7 @@ def idx_root(tmp_path_factory):
 
 
 def test_the_issue_recipes_are_shipped():
-    assert {"fashion-mnist-fast", "mnist-fast", "fashion-mnist-d2l"} <= set(RECIPES)
+    assert {"fashion-mnist-fast", "fashion-mnist-best", "mnist-fast", "fashion-mnist-d2l"} <= set(RECIPES)
 
 
 @pytest.mark.parametrize("name", RECIPES)
