@@ -27,15 +27,16 @@ import torch
 from inceptorch import data as datasets
 from inceptorch import sources
 from inceptorch.config import resolve
+from inceptorch.cpu import cpu_name, isa_flags
 from inceptorch.engine import build_model, make_optimizer, pick_device, train, training_loss
-from inceptorch.inference import cpu_name
+from inceptorch.training import autocast_dtype
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = ROOT.parent / "shared" / "data"
 RESULTS = ROOT / "benchmarks" / "results"
 HELD_OUT = 10_000
 D2L_RECIPE, D2L_TRAIN_IMAGES = "fashion-mnist-d2l", 60_000
-THRESHOLDS = {"fashion-mnist": (0.886, 0.90, 0.92, 0.935, 0.945), "mnist": (0.99, 0.995)}
+THRESHOLDS = {"fashion-mnist": (0.886, 0.90, 0.92, 0.935, 0.945, 0.95), "mnist": (0.99, 0.995, 0.996)}
 
 
 def d2l_images_per_s(data_root: str, device: str, steps: int, warmup: int = 1) -> dict:
@@ -85,11 +86,18 @@ def first_reached(history: list[dict], walls: list[float], thresholds) -> dict:
 def machine(device: torch.device) -> dict:
     info = {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
             "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(), "torch": torch.__version__,
-            "cpu": cpu_name(), "device": str(device), "load_average": os.getloadavg()[0],
+            "cpu": cpu_name(), "isa": isa_flags(), "device": str(device), "load_average": os.getloadavg()[0],
             "omp": {k: os.environ[k] for k in ("OMP_NUM_THREADS", "OMP_WAIT_POLICY") if k in os.environ}}
     if device.type == "cuda":
         info["gpu"] = torch.cuda.get_device_name(device)
     return info
+
+
+def precision(config, device: torch.device) -> str:
+    """What the run computes in: bfloat16 or float16 autocast (float32 weights), or float32."""
+    dtype = autocast_dtype(config, device)
+    chosen = " (amp: auto)" if config.amp == "auto" else ""
+    return (f"{str(dtype).removeprefix('torch.')} autocast" if dtype else "float32") + chosen
 
 
 def report(result: dict) -> str:
@@ -98,6 +106,9 @@ def report(result: dict) -> str:
     title = (f"time to accuracy: recipe {result['recipe']} ({run['model']} on {run['data']}, "
              f"{run['train_images']} training / {run['val_images']} validation images, {where['device']}, "
              f"{where['torch_threads']} threads, load average {where['load_average']:.1f} at the start)")
+    isa = " ".join(name for name, present in where.get("isa", {}).items() if present) or "unknown"
+    title += (f"\nCPU {where['cpu']} ({isa}); precision {run['precision']}, compile {run['compile']}, "
+              f"batch {result['config']['batch_size']}, channels-last {result['config']['channels_last']}")
     lines = [title, "", f"{'epoch':>5}  {'wall s':>7}  {'img/s':>6}  {'val acc':>7}"]
     for row in result["epochs"]:
         lines.append(f"{row['epoch']:>5}  {row['wall_s']:7.1f}  {row['images_per_s']:6.0f}  "
@@ -161,7 +172,8 @@ def main(argv=None) -> int:
     result = {
         "recipe": args.recipe, "machine": where, "config": config.to_dict(),
         "run": {"model": config.model, "data": config.data, "run_dir": str(trained.run_dir),
-                "train_images": sizes["train"], "val_images": sizes["val"]},
+                "train_images": sizes["train"], "val_images": sizes["val"],
+                "precision": precision(config, device), "compile": config.compile},
         "wall_s": total, "best_val_acc": trained.best_val_acc,
         "epochs": [{"epoch": row["epoch"], "wall_s": wall, "images_per_s": row["images_per_s"],
                     "val_acc": row["val_acc"], "train_loss": row["train_loss"], "epoch_s": row["seconds"]}

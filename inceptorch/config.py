@@ -87,7 +87,8 @@ class TrainConfig:
                                      "(default: --lr / 10)")
     # where and how it runs
     device: str = _opt("auto", "auto, cpu or cuda")
-    amp: bool = _opt(False, "mixed precision (bfloat16, or float16 with loss scaling on older GPUs)")
+    amp: bool | str = _opt(False, "mixed precision (bfloat16, or float16 with loss scaling on older GPUs); "
+                           "recipes may say auto: on a GPU or a CPU with AVX512-BF16 or AMX, float32 elsewhere")
     channels_last: bool = _opt(False, "channels-last memory format")
     compile: bool = _opt(False, "torch.compile the model")
     detect_anomaly: bool = _opt(False, "debugging: make autograd name the operation whose backward gives NaN "
@@ -212,6 +213,7 @@ def check(c: TrainConfig) -> None:
          f"--batch-size must be at least 1, got {c.batch_size}: for instance --batch-size 128")
     need(c.epochs > 0, f"--epochs must be at least 1, got {c.epochs}")
     need(c.val_split > 0, f"--val-split must be a fraction above 0 or a number of images, got {c.val_split}")
+    need(c.amp in (True, False, "auto"), f"amp must be true, false or auto, got {c.amp!r}")
     need(c.optimizer in OPTIMIZERS,
          f"unknown optimizer '{c.optimizer}': choose one of {', '.join(OPTIMIZERS)}")
     need(c.schedule in SCHEDULES, f"unknown schedule '{c.schedule}': choose one of {', '.join(SCHEDULES)}")

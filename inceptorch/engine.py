@@ -280,6 +280,8 @@ def train(config: TrainConfig | dict | None = None, **options) -> TrainResult:
         try:
             params = sum(p.numel() for p in model.parameters())
             where = f"{device}, {processes.world} processes" if processes.world > 1 else str(device)
+            amp_dtype = autocast_dtype(config, device)
+            where += f", {str(amp_dtype).removeprefix('torch.')} autocast" if amp_dtype else ", float32"
             _say(f"{config.model} ({params / 1e6:.2f} M parameters) on {source.name}: "
                  f"{len(source.splits['train'])} training and {len(source.splits['val'])} validation "
                  f"images at {prep.crop}x{prep.crop}x{len(prep.mean)}, {where}", run, quiet=config.quiet)

@@ -18,6 +18,7 @@ from torch import nn
 from tqdm import tqdm
 
 from .config import TrainConfig
+from .cpu import fast_bf16
 from .errors import ConfigError, TrainingError
 
 
@@ -190,8 +191,14 @@ class WithAux(nn.Module):
         return self.model.forward_with_aux(x)
 
 
-def autocast_dtype(config: TrainConfig, device: torch.device):
-    if not config.amp:
+def autocast_dtype(config: TrainConfig, device: torch.device, cpu_flags=None):
+    """The dtype of autocast, or None for float32. ``amp: auto`` is mixed precision where the hardware
+    has it natively, a GPU or a CPU with AVX512-BF16 or AMX (``cpu_flags``: this CPU's by default);
+    emulated bfloat16 is slower than float32. Weights and optimizer state stay float32 either way."""
+    amp = config.amp
+    if amp == "auto":
+        amp = device.type == "cuda" or fast_bf16(cpu_flags)
+    if not amp:
         return None
     if device.type == "cuda" and not torch.cuda.is_bf16_supported():
         return torch.float16

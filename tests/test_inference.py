@@ -18,7 +18,7 @@ from inceptorch.inference import (
     FusedConv2d,
     benchmark,
     export,
-    isa_flags,
+    isa_names,
     measured_peak_gflops,
     reference_model,
 )
@@ -213,7 +213,7 @@ def test_benchmark_counts_two_flops_per_multiply_add():
 
 
 def test_cpu_record_names_the_isa_and_measures_a_peak():
-    flags = isa_flags()
+    flags = isa_names()
     assert set(flags) <= {"AVX2", "AVX-512", "AVX512-BF16", "AMX", "VNNI"}
     cpuinfo = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
     assert ("AVX2" in flags) == (" avx2" in cpuinfo)

@@ -38,7 +38,7 @@ def idx_root(tmp_path_factory):
 
 
 def test_the_issue_recipes_are_shipped():
-    assert {"fashion-mnist-fast", "mnist-fast", "fashion-mnist-d2l"} <= set(RECIPES)
+    assert {"fashion-mnist-fast", "fashion-mnist-best", "mnist-fast", "fashion-mnist-d2l"} <= set(RECIPES)
 
 
 @pytest.mark.parametrize("name", RECIPES)
@@ -85,7 +85,7 @@ def cli_run(idx_root, tmp_path_factory):
     out = tmp_path_factory.mktemp("runs")
     code = main(["train", "--recipe", "mnist-fast", "--data-root", str(idx_root), "--val-split", "8",
                  "--train-samples", "16", "--batch-size", "8", "--epochs", "1", "--lr", "0.02",
-                 "--model-args", "width=0.125", "--no-channels-last", "--out-dir", str(out), "--name", "cli",
+                 "--model-args", "width=0.125", "--no-channels-last", "--no-amp", "--out-dir", str(out), "--name", "cli",
                  "--quiet"])
     assert code == 0
     return out / "cli"
@@ -97,7 +97,8 @@ def test_command_line_flags_override_the_recipe(cli_run):
     # given on the command line
     assert (config["lr"], config["epochs"], config["batch_size"]) == (0.02, 1, 8)
     assert config["model_args"] == {"width": 0.125} and config["channels_last"] is False
-    assert recipe["lr"] != 0.02 and recipe["channels_last"] is True
+    assert config["amp"] is False  # --no-amp over the recipe's auto
+    assert recipe["lr"] != 0.02 and recipe["channels_last"] is True and recipe["amp"] == "auto"
     # left to the recipe
     for key in ("model", "data", "schedule", "nesterov", "label_smoothing", "weight_decay"):
         assert config[key] == recipe[key], key

@@ -20,11 +20,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..analysis import count_macs, full_input_size
+from ..cpu import cpu_name
 from ..errors import ConfigError, InceptorchError
 from ..models import create_model
 from ..tables import text_table
 from .choose import BACKENDS, build_path, candidates, top1_agreement
-from .cpu import cpu_name, isa_flags, measured_peak_gflops
+from .cpu import isa_names, measured_peak_gflops
 from .optimize import bf16_supported
 
 log = logging.getLogger("inceptorch")
@@ -141,7 +142,7 @@ class BenchReport:
 
 
 def _machine() -> dict:
-    info = {"cpu": cpu_name(), "isa": isa_flags(), "torch": torch.__version__, "python": platform.python_version()}
+    info = {"cpu": cpu_name(), "isa": isa_names(), "torch": torch.__version__, "python": platform.python_version()}
     for module in ("onnxruntime", "openvino", "torchao", "nncf"):
         try:
             info[module] = __import__(module).__version__
@@ -150,7 +151,7 @@ def _machine() -> dict:
     return info
 
 
-def _time_interleaved(calls: dict, repeats: int, min_round_s: float = 0.3) -> dict[str, float]:
+def time_interleaved(calls: dict, repeats: int, min_round_s: float = 0.3) -> dict[str, float]:
     """Median seconds per call of each function, timed in rounds that visit every function in turn.
 
     Interleaving keeps the ratios fair when the machine's load drifts during the run; each round
@@ -325,11 +326,11 @@ def benchmark(models, *, batches=(1, 16), train_batches=(), input_size=None, thr
                 if task == "inference":
                     calls, setup, agreement = _inference_calls(name, model, reference, x, paths, calibration)
                     with torch.inference_mode():
-                        seconds = _time_interleaved(calls, repeats)
+                        seconds = time_interleaved(calls, repeats)
                     flops = flops_per_image * batch
                 else:
                     calls, setup, agreement = _train_calls(model, reference, x), {}, {}
-                    seconds = _time_interleaved(calls, repeats)
+                    seconds = time_interleaved(calls, repeats)
                     flops = 3 * flops_per_image * batch
                 rows += _rows(name, task, batch, shape, seconds, setup, agreement, flops, peaks)
     finally:

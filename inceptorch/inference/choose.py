@@ -18,7 +18,8 @@ import torch
 from torch import nn
 
 from ..errors import ConfigError
-from .cpu import cpu_name, isa_flags
+from ..cpu import cpu_name
+from .cpu import isa_names
 from .engines import ENGINE_PRECISIONS, engine_model
 from .extras import available
 from .optimize import InferenceModel, bf16_supported, torch_model
@@ -72,7 +73,7 @@ def _cache_key(model: nn.Module, shape, backend: str, precision: str, compile: b
     fields = {"model": getattr(model, "model_name", type(model).__name__),
               "classes": getattr(model, "num_classes", None), "in_chans": getattr(model, "in_chans", None),
               "parameters": sum(p.numel() for p in model.parameters()), "input": list(shape),
-              "cpu": cpu_name(), "isa": isa_flags(), "threads": torch.get_num_threads(), "torch": torch.__version__,
+              "cpu": cpu_name(), "isa": isa_names(), "threads": torch.get_num_threads(), "torch": torch.__version__,
               "request": [backend, precision, compile, int8]}
     return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:16]
 

@@ -1,38 +1,25 @@
-"""What this CPU is, for benchmark records and for caching ``auto``'s choice: name, ISA flags, peak."""
+"""The CPU in inference records: its ISA by the names the issue tables use, and its measured peak.
 
-import platform
+The flags themselves are read once, by ``inceptorch.cpu``; this module names the ones that decide
+which inference path is fastest, and measures the practical peak those paths are compared with.
+"""
+
 import statistics
 import time
-from pathlib import Path
 
 import torch
 
+from ..cpu import cpu_flags
+
 # the ISA extensions that decide which inference path is fastest, by their /proc/cpuinfo flags
-ISA_FLAGS = {"AVX2": ("avx2",), "AVX-512": ("avx512f",), "AVX512-BF16": ("avx512_bf16",),
+ISA_NAMES = {"AVX2": ("avx2",), "AVX-512": ("avx512f",), "AVX512-BF16": ("avx512_bf16",),
              "AMX": ("amx_bf16", "amx_int8"), "VNNI": ("avx512_vnni", "avx_vnni")}
 
 
-def _cpuinfo() -> str:
-    try:
-        return Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return ""
-
-
-def cpu_name() -> str:
-    """The CPU's model name (Linux's /proc/cpuinfo), else what ``platform`` knows, for benchmark records."""
-    try:
-        return next(line.split(":", 1)[1].strip() for line in _cpuinfo().splitlines()
-                    if line.startswith("model name"))
-    except StopIteration:
-        return platform.processor() or platform.machine()
-
-
-def isa_flags() -> list[str]:
+def isa_names() -> list[str]:
     """Which of AVX2, AVX-512, AVX512-BF16, AMX and VNNI the CPU has (empty where /proc/cpuinfo is not)."""
-    flags = set(next((line.split(":", 1)[1].split() for line in _cpuinfo().splitlines()
-                      if line.startswith("flags")), []))
-    return [name for name, names in ISA_FLAGS.items() if flags.intersection(names)]
+    flags = cpu_flags()
+    return [name for name, names in ISA_NAMES.items() if flags.intersection(names)]
 
 
 def measured_peak_gflops(dtype: torch.dtype = torch.float32, side: int = 4096, repeats: int = 3) -> float:

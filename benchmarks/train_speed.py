@@ -1,0 +1,165 @@
+"""Training images/s of googlenet_small on Fashion-MNIST shapes, one row per technique, paths interleaved.
+
+Each path is one whole training step (forward, cross-entropy with label smoothing, backward, SGD with
+Nesterov momentum) on a fixed 1x28x28 batch, built once and then timed in rounds that visit every
+path in turn (``inceptorch.inference.bench.time_interleaved``: medians over rounds). Ratios are
+against the first path, float32 in channels-last format at batch 128, the previous recipes' setting.
+Memory allocators (jemalloc, tcmalloc) can only be swapped at process start: those rows come from
+child processes started in turn with ``LD_PRELOAD``, each timing the bf16 path, medians over rounds.
+
+    python benchmarks/train_speed.py [--width 0.375] [--repeats 5] [--no-compile]
+"""
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from inceptorch import create_model
+from inceptorch.config import TrainConfig
+from inceptorch.cpu import cpu_name, fast_bf16, isa_flags
+from inceptorch.data import augment_batch, shape_batch
+from inceptorch.images import Preprocessing
+from inceptorch.inference.bench import time_interleaved
+from inceptorch.tables import text_table
+from inceptorch.training import make_optimizer, training_loss
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "benchmarks" / "results"
+ALLOCATORS = {"jemalloc": "libjemalloc.so.2", "tcmalloc": "libtcmalloc_minimal.so.4"}
+LIBRARY_DIRS = ("/usr/lib/x86_64-linux-gnu", "/usr/lib/aarch64-linux-gnu", "/usr/lib64", "/usr/lib")
+PREP = Preprocessing(28, 28, (0.286,), (0.353,))  # Fashion-MNIST's mean and std
+
+
+def training_step(width: float, batch: int, bf16: bool, compiled: bool, lr: float = 0.1):
+    """A function of nothing running one training step, and the seconds its first call took (with
+    ``compiled``, the compilation of forward and backward)."""
+    torch.manual_seed(0)
+    model = create_model("googlenet_small", num_classes=10, in_chans=1, width=width)
+    model.to(memory_format=torch.channels_last).train()
+    optimizer = make_optimizer(model, TrainConfig(lr=lr, nesterov=True))
+    forward = torch.compile(model) if compiled else model
+    x = torch.randn(batch, 1, 28, 28).contiguous(memory_format=torch.channels_last)
+    y = torch.randint(0, 10, (batch,))
+
+    def step():
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            loss = training_loss(forward(x), [], y, 0.0, label_smoothing=0.1)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        return loss.item()  # the training loop reads the loss every step
+
+    started = time.perf_counter()
+    step()
+    return step, time.perf_counter() - started
+
+
+def batch_pipeline(batch: int):
+    """The in-memory batch pipeline of the recipes: uint8 -> normalized float, random flips and crops."""
+    images = torch.randint(0, 256, (batch, 1, 28, 28), dtype=torch.uint8)
+    generator = torch.Generator().manual_seed(0)
+    return lambda: augment_batch(shape_batch(images, PREP), ("flip", "crop"), generator)
+
+
+def paths(width: float, compile: bool) -> list[dict]:
+    """The techniques timed in this process: (name, batch, the step function, setup seconds)."""
+    rows = [("fp32 channels-last (reference)", 128, False, False),
+            ("bf16 autocast", 128, True, False),
+            ("bf16 autocast, batch 256 (lr x2)", 256, True, False),
+            ("bf16 autocast, batch 512 (lr x4)", 512, True, False)]
+    if compile:
+        rows.append(("bf16 autocast + torch.compile", 128, True, True))
+    built = []
+    for name, batch, bf16, compiled in rows:
+        print(f"building: {name}", flush=True)
+        step, first_s = training_step(width, batch, bf16, compiled, lr=0.1 * batch / 128)
+        built.append({"path": name, "batch": batch, "call": step, "setup_s": first_s if compiled else 0.0})
+    built.append({"path": "batch pipeline only (shape, flip, crop)", "batch": 128, "call": batch_pipeline(128),
+                  "setup_s": 0.0})
+    return built
+
+
+def find_library(name: str) -> str | None:
+    return next((str(Path(d) / name) for d in LIBRARY_DIRS if (Path(d) / name).is_file()), None)
+
+
+def allocator_rows(width: float, rounds: int) -> list[dict]:
+    """The bf16 step under each memory allocator found, one child process per (round, allocator)."""
+    preloads = {"glibc malloc": None}
+    for name, library in ALLOCATORS.items():
+        path = find_library(library)
+        if path:
+            preloads[name] = path
+        else:
+            print(f"{name}: {library} not found (apt-get install {'libjemalloc2' if name == 'jemalloc' else 'libtcmalloc-minimal4'})")
+    samples = {name: [] for name in preloads}
+    for _ in range(rounds):
+        for name, path in preloads.items():
+            env = {**os.environ, **({"LD_PRELOAD": path} if path else {})}
+            out = subprocess.run([sys.executable, __file__, "--child", "--width", str(width)], env=env,
+                                 capture_output=True, text=True, check=True, cwd=ROOT).stdout
+            samples[name].append(float(out.strip().splitlines()[-1]))
+    return [{"path": f"bf16 autocast, {name}", "batch": 128, "images_per_s": statistics.median(rates),
+             "setup_s": 0.0} for name, rates in samples.items()]
+
+
+def child_rate(width: float) -> float:
+    """Images/s of the bf16 step in this process (its allocator is whatever LD_PRELOAD gave it)."""
+    step, _ = training_step(width, 128, True, False)
+    seconds = time_interleaved({"bf16": step}, repeats=3)["bf16"]
+    return 128 / seconds
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--width", type=float, default=0.375, help="googlenet_small width (default 0.375)")
+    parser.add_argument("--repeats", type=int, default=5, help="timed rounds per path (default 5)")
+    parser.add_argument("--allocator-rounds", type=int, default=3,
+                        help="child processes per allocator (0: skip the allocator rows)")
+    parser.add_argument("--compile", action=argparse.BooleanOptionalAction, default=True,
+                        help="time torch.compile of the training step (a minute or more to compile)")
+    parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--json", metavar="FILE", help="output (default: benchmarks/results/train_speed.json)")
+    args = parser.parse_args(argv)
+    if args.child:
+        print(child_rate(args.width))
+        return 0
+
+    built = paths(args.width, args.compile)
+    seconds = time_interleaved({p["path"]: p["call"] for p in built}, args.repeats, min_round_s=1.0)
+    rows = [{"path": p["path"], "batch": p["batch"], "images_per_s": p["batch"] / seconds[p["path"]],
+             "setup_s": p["setup_s"]} for p in built]
+    if args.allocator_rounds:
+        rows += allocator_rows(args.width, args.allocator_rounds)
+    reference = rows[0]["images_per_s"]
+    machine = {"cpu": cpu_name(), "isa": isa_flags(), "fast_bf16": fast_bf16(), "threads": torch.get_num_threads(),
+               "cpu_count": os.cpu_count(), "torch": torch.__version__, "platform": platform.platform(),
+               "load_average": os.getloadavg()[0]}
+    table = text_table(["path", "batch", "img/s", "vs ref", "compile s"],
+                       [[r["path"], str(r["batch"]), f"{r['images_per_s']:.0f}",
+                         f"{r['images_per_s'] / reference:.2f}x", f"{r['setup_s']:.1f}" if r["setup_s"] else "-"]
+                        for r in rows])
+    isa = " ".join(name for name, present in machine["isa"].items() if present)
+    text = (f"training step of googlenet_small (width {args.width}) on 1x28x28 inputs, {machine['cpu']} ({isa}), "
+            f"{machine['threads']} threads, torch {torch.__version__}, median of {args.repeats} interleaved "
+            f"rounds; allocator rows: median of {args.allocator_rounds} child processes each\n\n{table}")
+    print("\n" + text)
+    out = Path(args.json or RESULTS / "train_speed.json")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps({"width": args.width, "repeats": args.repeats, "machine": machine, "rows": rows},
+                              indent=1))
+    out.with_name(out.stem + "_table.txt").write_text(text + "\n")
+    print(f"\nwritten: {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
