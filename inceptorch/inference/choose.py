@@ -17,8 +17,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ..errors import ConfigError
 from ..cpu import cpu_name
+from ..errors import ConfigError
 from .cpu import isa_names
 from .engines import ENGINE_PRECISIONS, engine_model
 from .extras import available
