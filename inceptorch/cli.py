@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
+from . import hub
 from .analysis import model_for_input
 from .config import WEIGHT_ORIGINS, TrainConfig
 from .engine import evaluate, finetune, train
@@ -26,6 +27,7 @@ from .inference import benchmark, export
 from .models import create_model, list_models
 from .predict import extract_features, load_for_inference, predict
 from .summary import compare, summary
+from .tables import text_table
 from .training import pick_device
 
 
@@ -45,11 +47,19 @@ def add_list(sub):
     p.set_defaults(run=lambda args: print("\n".join(list_models())))
 
 
+def _add_pretrained(p) -> None:
+    p.add_argument("--pretrained", nargs="?", const=True, default=False, metavar="TAG",
+                   help="published weights instead of --weights: the model's default, or a tag "
+                        "(see: inceptorch weights), from the local cache or downloaded once")
+
+
 def _add_checkpoint_options(p) -> None:
     """Options shared by the commands that run a checkpoint on image files."""
-    p.add_argument("--weights", required=True, metavar="CKPT",
+    p.add_argument("--weights", metavar="CKPT",
                    help="checkpoint: inceptorch's own, or a torchvision/timm file together with --model")
-    p.add_argument("--model", help="model name, for checkpoints that do not name theirs (torchvision, timm)")
+    p.add_argument("--model", help="model name, for checkpoints that do not name theirs (torchvision, timm) "
+                                   "and for --pretrained")
+    _add_pretrained(p)
 
     p.add_argument("--weights-origin", default="auto", choices=WEIGHT_ORIGINS,
                    help="whose preprocessing the weights expect (auto: the checkpoint's own, else the "
@@ -64,7 +74,7 @@ def _inference_model(args):
     """The checkpoint's model on the chosen device, and its preprocessing."""
 
     model, preprocessing = load_for_inference(args.weights, args.model, origin=args.weights_origin,
-                                              image_size=args.image_size)
+                                              image_size=args.image_size, pretrained=args.pretrained)
     return model.to(pick_device(args.device)), preprocessing
 
 
@@ -203,7 +213,10 @@ def _add_config_flags(p) -> None:
         flag = "--" + f.name.replace("_", "-")
         default = f.default if f.default is not MISSING else None
         shown = f" (default: {default})" if default not in (None, "", False) else ""
-        if f.type is bool:
+        if "const" in f.metadata:  # a flag whose value may be left out
+            p.add_argument(flag, nargs="?", const=f.metadata["const"], default=argparse.SUPPRESS,
+                           metavar=f.metadata["metavar"], help=f.metadata["help"])
+        elif f.type is bool:
             p.add_argument(flag, action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS,
                            help=f.metadata["help"])
         else:
@@ -235,7 +248,8 @@ def _run_evaluate(args) -> int:
 
     result = evaluate(args.weights, args.data, split=args.split, data_root=args.data_root,
                       val_split=args.val_split, batch_size=args.batch_size, device=args.device,
-                      workers=args.workers, strict=args.strict, test_flip=args.test_flip)
+                      workers=args.workers, strict=args.strict, test_flip=args.test_flip, model=args.model,
+                      pretrained=args.pretrained)
     if args.format == "json":
         print(json.dumps(vars(result), indent=1))
         return 0
@@ -257,7 +271,9 @@ def add_evaluate(sub):
                        description="Scores an inceptorch checkpoint; the model and its preprocessing come from "
                                    "the checkpoint, the data by default too (the validation images it was "
                                    "trained beside).")
-    p.add_argument("--weights", required=True, metavar="CKPT", help="an inceptorch .safetensors checkpoint")
+    p.add_argument("--weights", metavar="CKPT", help="an inceptorch .safetensors checkpoint")
+    p.add_argument("--model", help="model name, with --pretrained")
+    _add_pretrained(p)
     p.add_argument("--data", help="builtin, mnist, fashion-mnist, cifar10, a .npz file or an image folder "
                                   "(default: the checkpoint's)")
     p.add_argument("--data-root", help="folder holding a local copy of mnist, fashion-mnist or cifar10")
@@ -280,7 +296,8 @@ def _run_finetune(args) -> int:
 
 def add_finetune(sub):
     p = sub.add_parser("finetune", help="fine-tune a pretrained model on an image folder (or any train data)",
-                       description="Train with a pretrained backbone: --weights CKPT (inceptorch, torchvision "
+                       description="Train with a pretrained backbone: --pretrained [TAG] (published weights, "
+                                   "see inceptorch weights) or --weights CKPT (inceptorch, torchvision "
                                    "or timm) is required, --freeze defaults to backbone (only the heads "
                                    "train), and --unfreeze-after EPOCHS adds a second phase that trains "
                                    "everything, the freed layers at --lr-unfrozen. Every train option applies.")
@@ -290,9 +307,8 @@ def add_finetune(sub):
 
 def _run_export(args) -> int:
 
-    if args.weights:
-
-        model, _ = load_for_inference(args.weights, args.model)
+    if args.weights or args.pretrained:
+        model, _ = load_for_inference(args.weights, args.model, pretrained=args.pretrained)
         if getattr(model, "model_name", args.model) != args.model:
             raise ConfigError(f"{args.weights} holds a {model.model_name} checkpoint, not {args.model}: "
                               f"export it as {model.model_name}")
@@ -323,6 +339,7 @@ def add_export(sub):
                                    "with PyTorch's. Exit status 1 if they differ by more than 1e-4.")
     p.add_argument("model", help="model name (see: inceptorch list)")
     p.add_argument("--weights", metavar="CKPT", help="checkpoint: inceptorch's own, or a torchvision/timm file")
+    _add_pretrained(p)
     p.add_argument("--random-init", action="store_true", help="export untrained weights (without --weights)")
     p.add_argument("--format", choices=("onnx", "torchscript"), default="onnx")
     p.add_argument("--out", required=True, metavar="FILE", help="file to write")
@@ -347,7 +364,8 @@ def _run_bench(args) -> int:
 
     report = benchmark(args.models, batches=args.batch, train_batches=args.batch if args.train else (),
                        input_size=args.input, threads=args.threads, peak_gflops=args.peak_gflops,
-                       repeats=args.repeats, compile=args.compile, onnx=not args.no_onnx)
+                       repeats=args.repeats, compile=args.compile, onnx=not args.no_onnx,
+                       pretrained=args.pretrained)
     print(report.table())
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
@@ -372,6 +390,7 @@ def add_bench(sub):
     p.add_argument("--compile", action="store_true",
                    help="also time optimize_for_inference(compile=True) (minutes of compilation per shape)")
     p.add_argument("--no-onnx", action="store_true", help="leave out the onnxruntime path")
+    _add_pretrained(p)
     p.add_argument("--threads", type=int, help="threads for PyTorch and onnxruntime (default: PyTorch's)")
     p.add_argument("--repeats", type=int, default=5, help="timed rounds (default 5)")
     p.add_argument("--peak-gflops", type=float,
@@ -387,6 +406,57 @@ COMMANDS += [add_summary, add_compare]
 COMMANDS += [add_train, add_evaluate]
 COMMANDS += [add_finetune]
 COMMANDS += [add_export, add_bench]
+
+
+def _tag_row(tag: hub.WeightsTag, cached) -> list[str]:
+    source = {"torchvision": "torchvision", "timm": f"hf:{tag.location}", "facenet": "facenet-pytorch"}[tag.source]
+    return [tag.name, source, tag.license, f"{tag.top1:.2f}%" if tag.top1 else "-", f"{tag.size_mb:.1f} MB",
+            "yes" if cached else "no"]
+
+
+def _run_weights(args) -> int:
+    if args.words[:1] == ["download"]:
+        if len(args.words) < 2:
+            raise ConfigError("name what to download: inceptorch weights download MODEL.TAG (see: inceptorch weights)")
+        for name in args.words[1:]:
+            model, _, tag = name.partition(".")
+            found = hub.find_tag(model, tag or True)
+            print(f"{found.name}: {hub.weights_file(found, force=args.force)}")
+        return 0
+    if len(args.words) > 1:
+        raise ConfigError(f"give one model name or none, not {' '.join(args.words)} (or: weights download MODEL.TAG)")
+    names = hub.list_pretrained(args.words[0] if args.words else None)
+    if not names:
+        raise ConfigError(f"{args.words[0]} has no pretrained weights: models with them are "
+                          f"{', '.join(hub.DEFAULT_TAGS)}")
+    tags = [hub.TAGS[n] for n in names]
+    cached = {t.name: hub.cached_file(t) for t in tags}
+    print(text_table(["tag", "source", "license", "top-1", "size", "cached"],
+                     [_tag_row(t, cached[t.name]) for t in tags], left=3))
+    if any(cached.values()):
+        print("\ncached files:\n" + "\n".join(f"  {name}: {path}" for name, path in cached.items() if path))
+    notes = [f"  {t.name}: {t.note}" for t in tags if t.note]
+    defaults = ", ".join(f"{m}.{t}" for m, t in hub.DEFAULT_TAGS.items() if f"{m}.{t}" in names)
+    print("\ntop-1: ImageNet-1k validation accuracy as published (torchvision's weight enums, timm's results "
+          f"tables); --pretrained alone picks {defaults}")
+    print("notes:\n" + "\n".join(notes))
+    return 0
+
+
+def add_weights(sub):
+    p = sub.add_parser("weights", help="pretrained weights by name: list them, or download one",
+                       description="`inceptorch weights [MODEL]` lists every pretrained tag: source, reported "
+                                   "ImageNet top-1, file size, license and the local file when it is already "
+                                   "cached (torch.hub's, the Hugging Face or facenet-pytorch's cache). "
+                                   "`inceptorch weights download MODEL.TAG ...` fetches them (with a progress bar "
+                                   "and the hash check; nothing is fetched for a cached file).")
+    p.add_argument("words", nargs="*", metavar="MODEL | download MODEL.TAG",
+                   help="a model name, or download and the tags to fetch")
+    p.add_argument("--force", action="store_true", help="download again even where a cached file exists")
+    p.set_defaults(run=_run_weights)
+
+
+COMMANDS += [add_weights]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -219,10 +219,11 @@ def _train_calls(model, reference, x) -> dict:
 
 def benchmark(models, *, batches=(1, 16), train_batches=(), input_size=None, threads: int | None = None,
               peak_gflops: float | None = None, repeats: int = 5, compile: bool = False,
-              onnx: bool = True) -> BenchReport:
+              onnx: bool = True, pretrained: bool | str = False) -> BenchReport:
     """Times each model's inference paths, and training steps, in this process; see ``BenchRow``.
 
-    For each model (a registered name, built with random weights: speed does not depend on them)
+    For each model (a registered name, built with random weights: speed does not depend on them;
+    ``pretrained`` loads a tag's, for each model)
     and batch size: torchvision's or timm's eager model with the same weights where there is one,
     inceptorch eager, ``optimize_for_inference`` (and with ``compile=True`` where asked) and
     onnxruntime on the exported model. ``train_batches`` adds training steps: the reference,
@@ -243,7 +244,8 @@ def benchmark(models, *, batches=(1, 16), train_batches=(), input_size=None, thr
     try:
         for name in models:
             size = tuple(input_size)[-3:] if isinstance(input_size, (tuple, list)) else input_size
-            model = create_model(name, in_chans=size[0] if isinstance(size, tuple) and len(size) == 3 else 3)
+            model = create_model(name, in_chans=size[0] if isinstance(size, tuple) and len(size) == 3 else 3,
+                                 pretrained=pretrained)
             model.eval()
             shape = full_input_size(model, size)[1:]
             flops_per_image = 2 * count_macs(model, shape)
