@@ -22,7 +22,7 @@ from .analysis import model_for_input
 from .config import WEIGHT_ORIGINS, TrainConfig
 from .engine import evaluate, finetune, train
 from .errors import ConfigError, InceptorchError
-from .images import image_files
+from .images import IMAGE_SUFFIXES, image_files
 from .inference import benchmark, export
 from .models import create_model, list_models
 from .predict import extract_features, load_for_inference, predict
@@ -468,9 +468,21 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _pretrained_then_images(argv: list[str]) -> list[str]:
+    """``--pretrained cat.jpg dog.jpg`` means the default tag, then images: a word after --pretrained is
+    its value only when it is not an image path (tags have no slash and no image suffix)."""
+    argv = list(argv)
+    for i, word in enumerate(argv[:-1]):
+        following = argv[i + 1]
+        if word == "--pretrained" and following not in hub.TAGS and (
+                Path(following).exists() or "/" in following or Path(following).suffix.lower() in IMAGE_SUFFIXES):
+            argv[i] = "--pretrained=default"
+    return argv
+
+
 def main(argv=None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
-    args = build_parser().parse_args(argv)
+    args = build_parser().parse_args(_pretrained_then_images(sys.argv[1:] if argv is None else argv))
     try:
         result = args.run(args)
     except InceptorchError as e:
