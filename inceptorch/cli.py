@@ -438,8 +438,10 @@ def _run_weights(args) -> int:
     notes = [f"  {t.name}: {t.note}" for t in tags if t.note]
     defaults = ", ".join(f"{m}.{t}" for m, t in hub.DEFAULT_TAGS.items() if f"{m}.{t}" in names)
     print("\ntop-1: ImageNet-1k validation accuracy as published (torchvision's weight enums, timm's results "
-          f"tables); --pretrained alone picks {defaults}")
-    print("notes:\n" + "\n".join(notes))
+          "tables); size: torchvision's as published, the others their tensors' bytes; --pretrained alone "
+          f"picks {defaults}")
+    if notes:
+        print("notes:\n" + "\n".join(notes))
     return 0
 
 
