@@ -18,17 +18,19 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from . import hub
 from .analysis import model_for_input
 from .config import WEIGHT_ORIGINS, TrainConfig
 from .draw import draw, save_figure
 from .engine import evaluate, finetune, train
 from .errors import ConfigError, InceptorchError
 from .explore import compare_chart, compare_html, explore_html, write_page
-from .images import image_files
+from .images import IMAGE_SUFFIXES, image_files
 from .inference import BACKENDS, EXPORT_FORMATS, PRECISIONS, benchmark, export, optimize_for_inference
 from .models import create_model, list_models
 from .predict import extract_features, load_for_inference, optimized_for_images, predict
 from .summary import compare, summary
+from .tables import text_table
 from .training import pick_device
 
 
@@ -48,11 +50,19 @@ def add_list(sub):
     p.set_defaults(run=lambda args: print("\n".join(list_models())))
 
 
+def _add_pretrained(p) -> None:
+    p.add_argument("--pretrained", nargs="?", const=True, default=False, metavar="TAG",
+                   help="published weights instead of --weights: the model's default, or a tag "
+                        "(see: inceptorch weights), from the local cache or downloaded once")
+
+
 def _add_checkpoint_options(p) -> None:
     """Options shared by the commands that run a checkpoint on image files."""
-    p.add_argument("--weights", required=True, metavar="CKPT",
+    p.add_argument("--weights", metavar="CKPT",
                    help="checkpoint: inceptorch's own, or a torchvision/timm file together with --model")
-    p.add_argument("--model", help="model name, for checkpoints that do not name theirs (torchvision, timm)")
+    p.add_argument("--model", help="model name, for checkpoints that do not name theirs (torchvision, timm) "
+                                   "and for --pretrained")
+    _add_pretrained(p)
 
     p.add_argument("--weights-origin", default="auto", choices=WEIGHT_ORIGINS,
                    help="whose preprocessing the weights expect (auto: the checkpoint's own, else the "
@@ -86,7 +96,7 @@ def _inference_model(args):
     """The checkpoint's model on the chosen device, and its preprocessing."""
 
     model, preprocessing = load_for_inference(args.weights, args.model, origin=args.weights_origin,
-                                              image_size=args.image_size)
+                                              image_size=args.image_size, pretrained=args.pretrained)
     device = "cpu" if _engine_choice(args) and args.device == "auto" else args.device
     return model.to(pick_device(device)), preprocessing
 
@@ -287,7 +297,10 @@ def _add_config_flags(p) -> None:
         flag = "--" + f.name.replace("_", "-")
         default = f.default if f.default is not MISSING else None
         shown = f" (default: {default})" if default not in (None, "", False) else ""
-        if f.type in (bool, bool | str):  # amp's auto is for recipes; --amp and --no-amp choose
+        if "const" in f.metadata:  # a flag whose value may be left out
+            p.add_argument(flag, nargs="?", const=f.metadata["const"], default=argparse.SUPPRESS,
+                           metavar=f.metadata["metavar"], help=f.metadata["help"])
+        elif f.type in (bool, bool | str):  # amp's auto is for recipes; --amp and --no-amp choose
             p.add_argument(flag, action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS,
                            help=f.metadata["help"])
         else:
@@ -315,20 +328,19 @@ def add_train(sub):
 
 
 def _run_evaluate(args) -> int:
-
-
-    model, device = None, args.device
+    runner, device = None, args.device
     if _engine_choice(args):
-        net, preprocessing = load_for_inference(args.weights)
+        net, preprocessing = load_for_inference(args.weights, args.model, pretrained=args.pretrained)
         if args.calibration:
-            model = optimized_for_images(net, args.calibration, preprocessing=preprocessing, **_engine_choice(args))
+            runner = optimized_for_images(net, args.calibration, preprocessing=preprocessing, **_engine_choice(args))
         else:
             example = torch.randn(min(args.batch_size, 16), net.in_chans, preprocessing.crop, preprocessing.crop)
-            model = optimize_for_inference(net, example, **_engine_choice(args))
+            runner = optimize_for_inference(net, example, **_engine_choice(args))
         device = "cpu"
     result = evaluate(args.weights, args.data, split=args.split, data_root=args.data_root,
                       val_split=args.val_split, batch_size=args.batch_size, device=device,
-                      workers=args.workers, strict=args.strict, test_flip=args.test_flip, model=model)
+                      workers=args.workers, strict=args.strict, test_flip=args.test_flip, model=args.model,
+                      pretrained=args.pretrained, runner=runner)
     if args.format == "json":
         print(json.dumps(vars(result), indent=1))
         return 0
@@ -350,7 +362,9 @@ def add_evaluate(sub):
                        description="Scores an inceptorch checkpoint; the model and its preprocessing come from "
                                    "the checkpoint, the data by default too (the validation images it was "
                                    "trained beside).")
-    p.add_argument("--weights", required=True, metavar="CKPT", help="an inceptorch .safetensors checkpoint")
+    p.add_argument("--weights", metavar="CKPT", help="an inceptorch .safetensors checkpoint")
+    p.add_argument("--model", help="model name, with --pretrained")
+    _add_pretrained(p)
     p.add_argument("--data", help="builtin, mnist, fashion-mnist, cifar10, a .npz file or an image folder "
                                   "(default: the checkpoint's)")
     p.add_argument("--data-root", help="folder holding a local copy of mnist, fashion-mnist or cifar10")
@@ -374,7 +388,8 @@ def _run_finetune(args) -> int:
 
 def add_finetune(sub):
     p = sub.add_parser("finetune", help="fine-tune a pretrained model on an image folder (or any train data)",
-                       description="Train with a pretrained backbone: --weights CKPT (inceptorch, torchvision "
+                       description="Train with a pretrained backbone: --pretrained [TAG] (published weights, "
+                                   "see inceptorch weights) or --weights CKPT (inceptorch, torchvision "
                                    "or timm) is required, --freeze defaults to backbone (only the heads "
                                    "train), and --unfreeze-after EPOCHS adds a second phase that trains "
                                    "everything, the freed layers at --lr-unfrozen. Every train option applies.")
@@ -384,9 +399,8 @@ def add_finetune(sub):
 
 def _run_export(args) -> int:
 
-    if args.weights:
-
-        model, _ = load_for_inference(args.weights, args.model)
+    if args.weights or args.pretrained:
+        model, _ = load_for_inference(args.weights, args.model, pretrained=args.pretrained)
         if getattr(model, "model_name", args.model) != args.model:
             raise ConfigError(f"{args.weights} holds a {model.model_name} checkpoint, not {args.model}: "
                               f"export it as {model.model_name}")
@@ -418,6 +432,7 @@ def add_export(sub):
                                    "Exit status 1 if they differ by more than 1e-4.")
     p.add_argument("model", help="model name (see: inceptorch list)")
     p.add_argument("--weights", metavar="CKPT", help="checkpoint: inceptorch's own, or a torchvision/timm file")
+    _add_pretrained(p)
     p.add_argument("--random-init", action="store_true", help="export untrained weights (without --weights)")
     p.add_argument("--format", choices=EXPORT_FORMATS, default="onnx")
     p.add_argument("--out", required=True, metavar="FILE", help="file to write")
@@ -443,7 +458,7 @@ def _run_bench(args) -> int:
     report = benchmark(args.models, batches=args.batch, train_batches=args.batch if args.train else (),
                        input_size=args.input, threads=args.threads, peak_gflops=args.peak_gflops,
                        repeats=args.repeats, compile=args.compile, onnx=not args.no_onnx,
-                       backend=args.backend, precision=args.precision)
+                       backend=args.backend, precision=args.precision, pretrained=args.pretrained)
     print(report.table())
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
@@ -474,6 +489,7 @@ def add_bench(sub):
                    help="time only this backend's paths, beside the references and peers (default all)")
     p.add_argument("--precision", default="all", choices=("all", *PRECISIONS[:-1]),
                    help="time only this precision's paths, beside the references and peers (default all)")
+    _add_pretrained(p)
     p.add_argument("--threads", type=int, help="threads for PyTorch and onnxruntime (default: PyTorch's)")
     p.add_argument("--repeats", type=int, default=5, help="timed rounds (default 5)")
     p.add_argument("--peak-gflops", type=float,
@@ -491,6 +507,59 @@ COMMANDS += [add_finetune]
 COMMANDS += [add_export, add_bench]
 
 
+def _tag_row(tag: hub.WeightsTag, cached) -> list[str]:
+    source = {"torchvision": "torchvision", "timm": f"hf:{tag.location}", "facenet": "facenet-pytorch"}[tag.source]
+    return [tag.name, source, tag.license, f"{tag.top1:.2f}%" if tag.top1 else "-", f"{tag.size_mb:.1f} MB",
+            "yes" if cached else "no"]
+
+
+def _run_weights(args) -> int:
+    if args.words[:1] == ["download"]:
+        if len(args.words) < 2:
+            raise ConfigError("name what to download: inceptorch weights download MODEL.TAG (see: inceptorch weights)")
+        for name in args.words[1:]:
+            model, _, tag = name.partition(".")
+            found = hub.find_tag(model, tag or True)
+            print(f"{found.name}: {hub.weights_file(found, force=args.force)}")
+        return 0
+    if len(args.words) > 1:
+        raise ConfigError(f"give one model name or none, not {' '.join(args.words)} (or: weights download MODEL.TAG)")
+    names = hub.list_pretrained(args.words[0] if args.words else None)
+    if not names:
+        raise ConfigError(f"{args.words[0]} has no pretrained weights: models with them are "
+                          f"{', '.join(hub.DEFAULT_TAGS)}")
+    tags = [hub.TAGS[n] for n in names]
+    cached = {t.name: hub.cached_file(t) for t in tags}
+    print(text_table(["tag", "source", "license", "top-1", "size", "cached"],
+                     [_tag_row(t, cached[t.name]) for t in tags], left=3))
+    if any(cached.values()):
+        print("\ncached files:\n" + "\n".join(f"  {name}: {path}" for name, path in cached.items() if path))
+    notes = [f"  {t.name}: {t.note}" for t in tags if t.note]
+    defaults = ", ".join(f"{m}.{t}" for m, t in hub.DEFAULT_TAGS.items() if f"{m}.{t}" in names)
+    print("\ntop-1: ImageNet-1k validation accuracy as published (torchvision's weight enums, timm's results "
+          "tables); size: torchvision's as published, the others their tensors' bytes; --pretrained alone "
+          f"picks {defaults}")
+    if notes:
+        print("notes:\n" + "\n".join(notes))
+    return 0
+
+
+def add_weights(sub):
+    p = sub.add_parser("weights", help="pretrained weights by name: list them, or download one",
+                       description="`inceptorch weights [MODEL]` lists every pretrained tag: source, reported "
+                                   "ImageNet top-1, file size, license and the local file when it is already "
+                                   "cached (torch.hub's, the Hugging Face or facenet-pytorch's cache). "
+                                   "`inceptorch weights download MODEL.TAG ...` fetches them (with a progress bar "
+                                   "and the hash check; nothing is fetched for a cached file).")
+    p.add_argument("words", nargs="*", metavar="MODEL | download MODEL.TAG",
+                   help="a model name, or download and the tags to fetch")
+    p.add_argument("--force", action="store_true", help="download again even where a cached file exists")
+    p.set_defaults(run=_run_weights)
+
+
+COMMANDS += [add_weights]
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="inceptorch", description="GoogLeNet and the Inception family: analyse, train, fine-tune, predict, export.")
@@ -500,9 +569,21 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _pretrained_then_images(argv: list[str]) -> list[str]:
+    """``--pretrained cat.jpg dog.jpg`` means the default tag, then images: a word after --pretrained is
+    its value only when it is not an image path (tags have no slash and no image suffix)."""
+    argv = list(argv)
+    for i, word in enumerate(argv[:-1]):
+        following = argv[i + 1]
+        if word == "--pretrained" and following not in hub.TAGS and (
+                Path(following).exists() or "/" in following or Path(following).suffix.lower() in IMAGE_SUFFIXES):
+            argv[i] = "--pretrained=default"
+    return argv
+
+
 def main(argv=None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
-    args = build_parser().parse_args(argv)
+    args = build_parser().parse_args(_pretrained_then_images(sys.argv[1:] if argv is None else argv))
     try:
         result = args.run(args)
     except InceptorchError as e:

@@ -75,6 +75,9 @@ class TrainConfig:
     grad_clip: float = _opt(0.0, "clip the gradient norm to this value (0: off)")
     seed: int = _opt(0, "random seed: weights, data order and augmentation")
     # transfer learning (inceptorch finetune)
+    pretrained: bool | str = field(default=False, metadata={
+        "help": "start from published weights: the model's default, or a tag (see `inceptorch weights`); "
+                "heads for other classes start fresh", "metavar": "TAG", "const": True})
     weights: str | None = _opt(None, "start from this checkpoint (inceptorch's, torchvision's or timm's); heads "
                                "for other classes start fresh", metavar="CKPT")
     weights_origin: str = _opt("auto", "whose preprocessing the --weights expect: auto (the checkpoint's own, "
@@ -245,3 +248,4 @@ def check(c: TrainConfig) -> None:
         need(value is None or len(value) in (1, 3), f"--{key} takes 1 or 3 comma-separated numbers")
     need(c.std is None or min(c.std) > 0, "--std values must be positive")
     need(isinstance(c.model_args, dict), "model_args must be a mapping of option names to values")
+    need(not (c.pretrained and c.weights), "pass either --pretrained or --weights, not both")

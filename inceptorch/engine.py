@@ -242,7 +242,8 @@ def build_model(config: TrainConfig, classes: list[str], in_chans: int):
     """The model ``config`` names, for these classes and input channels, with aux heads when weighted."""
     try:
         model = create_model(config.model, num_classes=len(classes), in_chans=in_chans,
-                             aux_logits=bool(config.aux_weight), weights=config.weights, **config.model_args)
+                             aux_logits=bool(config.aux_weight), weights=config.weights,
+                             pretrained=config.pretrained, **config.model_args)
     except TypeError as e:
         raise ConfigError(f"{config.model} does not take the options {config.model_args} ({e}): check "
                           "--model-args") from None
@@ -299,51 +300,62 @@ def train(config: TrainConfig | dict | None = None, **options) -> TrainResult:
     return TrainResult(run.dir if run else None, history[-1], best["val_acc"], best["epoch"], history)
 
 
-def evaluate(weights, data: str | None = None, *, split: str = "val", data_root: str | None = None,
+def evaluate(weights=None, data: str | None = None, *, split: str = "val", data_root: str | None = None,
              val_split: float | None = None, batch_size: int = 256, device: str = "auto", workers: int = 2,
-             strict: bool = False, test_flip: bool = False, model=None) -> EvalResult:
+             strict: bool = False, test_flip: bool = False, model: str | None = None,
+             pretrained: bool | str = False, runner=None) -> EvalResult:
     """Scores a checkpoint on a split of a data set (by default the one it was trained on and validated
-    with): accuracy, per-class precision and recall, confusion matrix.
+    with): accuracy, per-class precision and recall, confusion matrix. ``model`` with ``pretrained``
+    scores published weights instead, on data whose classes are theirs.
 
-    ``model``: what computes the logits instead of the checkpoint's eager model, for instance
+    ``runner``: what computes the logits instead of the eager model, for instance
     ``optimize_for_inference`` of it on another backend or precision (the checkpoint still gives the
     classes, preprocessing and data)."""
     if split not in ("val", "test"):
         raise ConfigError(f"--split must be val or test, got '{split}'")
-    checkpoint_model = load_model(weights)
-    model = model if model is not None else checkpoint_model
-    meta = read_metadata(weights)
+    if (weights is None) == (not pretrained) or (pretrained and model is None):
+        raise ConfigError("evaluate needs --weights CKPT, or --model NAME --pretrained [TAG]")
+    if pretrained:
+        net = create_model(model, pretrained=pretrained)
+        meta, scored_what = {"model": model}, net.pretrained_tag
+    else:
+        net, meta, scored_what = load_model(weights), read_metadata(weights), weights
     spec = meta.get("data", {})
     data = data or spec.get("data")
     if data is None:
-        raise ConfigError(f"{weights} does not record its data set: pass --data")
+        raise ConfigError(f"{scored_what} does not record its data set: pass --data")
     same_data = data == spec.get("data")
     config = resolve({"data": data, "model": meta["model"], "batch_size": batch_size, "workers": workers,
                       "strict": strict,
                       "data_root": data_root or (spec.get("data_root") if same_data else None),
                       "val_split": val_split or (spec.get("val_split") if same_data else None) or 0.1})
     source = sources.open_source(config, (split,))
-    classes = checkpoint_model.class_names or source.classes
-    if len(source.classes) != len(classes) or (checkpoint_model.class_names and source.classes != classes):
-        raise DataError(f"{weights} was trained on the classes {', '.join(classes)}, but {data} has "
-                        f"{', '.join(source.classes)}: evaluate on data with the same classes")
+    classes = net.class_names or source.classes
+    if len(source.classes) != len(classes) or (net.class_names and source.classes != classes):
+        raise DataError(f"{scored_what} was trained on the classes {_some(classes)}, but {data} has "
+                        f"{_some(source.classes)}: evaluate on data with the same classes (or fine-tune first)")
     prep_fields = meta.get("preprocessing")
-    prep = (Preprocessing.from_dict(prep_fields) if prep_fields
-            else datasets.preprocessing(sources.open_source(config), checkpoint_model, config))
+    prep = (Preprocessing.from_dict(prep_fields) if prep_fields else net.pretrained_preprocessing if pretrained
+            else datasets.preprocessing(sources.open_source(config), net, config))
     device = pick_device(device)
     batches = datasets.loaders(source, prep, config, device=device)[split]
-    model.to(device)
-    scored = evaluate_batches(model, batches, len(classes), device, flip=test_flip)
+    net.to(device)
+    scored = evaluate_batches(net if runner is None else runner, batches, len(classes), device, flip=test_flip)
     report = classification_report(scored["confusion"], classes)
     return EvalResult(report["accuracy"], scored["loss"], scored["count"], list(classes), report["classes"],
                       report["confusion"])
 
 
+def _some(names, shown: int = 5) -> str:
+    return ", ".join(names[:shown]) + (f" ... ({len(names)} classes)" if len(names) > shown else "")
+
+
 def finetune(config=None, **options):
     """``inceptorch.train`` from a checkpoint, training only the heads unless told otherwise.
 
-    The same options as ``train``; ``weights`` is required and ``freeze`` defaults to ``"backbone"``.
-    The backbone comes from the checkpoint (torchvision's, timm's or inceptorch's), heads for the
+    The same options as ``train``; ``weights`` or ``pretrained`` is required and ``freeze`` defaults
+    to ``"backbone"``. The backbone comes from the checkpoint (torchvision's, timm's or inceptorch's,
+    or a pretrained tag's), heads for the
     data's classes start fresh, the loss adds ``aux_weight`` x each aux head's loss, and with
     ``unfreeze_after`` a second phase trains everything, the freed layers at ``lr_unfrozen``.
     The checkpoints written carry the class names and the preprocessing, for ``predict``.
@@ -353,8 +365,8 @@ def finetune(config=None, **options):
         config = {k: v for k, v in config.to_dict().items() if v != getattr(default, k)}
     options = {**(config or {}), **options}
     if not options.get("resume"):
-        if not options.get("weights"):
-            raise ConfigError("fine-tuning starts from a checkpoint: pass --weights CKPT (an inceptorch, "
-                              "torchvision or timm file)")
+        if not options.get("weights") and not options.get("pretrained"):
+            raise ConfigError("fine-tuning starts from a checkpoint: pass --pretrained [TAG] (see inceptorch "
+                              "weights) or --weights CKPT (an inceptorch, torchvision or timm file)")
         options.setdefault("freeze", "backbone")
     return train(options)

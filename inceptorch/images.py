@@ -110,6 +110,13 @@ class Preprocessing:
         return cls(crop=int(d["crop"]), resize=int(d["resize"]), mean=tuple(d["mean"]), std=tuple(d["std"]),
                    interpolation=d.get("interpolation", "bilinear"))
 
+    def adapted(self, in_chans: int = 3, crop: int | None = None) -> "Preprocessing":
+        """The same preprocessing for a model with ``in_chans`` channels, at another crop side (the
+        resize keeps its ratio to the crop)."""
+        crop = crop or self.crop
+        return Preprocessing(crop, round(crop * self.resize / self.crop), _for_channels(self.mean, in_chans),
+                             _for_channels(self.std, in_chans), self.interpolation)
+
     def transform(self, augment=(), normalize: bool = True):
         """The torchvision transform: PIL image (or uint8 tensor) -> float tensor.
 
@@ -148,7 +155,8 @@ def preprocessing_for(model: nn.Module, origin: str = "auto", weights=None, imag
 
     ``origin``: ``"auto"`` reads it from an inceptorch checkpoint's metadata (what its training
     used), and otherwise takes the model's ``pretrained_layout`` (a foreign .pth for inception_v3
-    is most likely torchvision's). ``"torchvision"``: the model's own ``default_mean_std`` where it
+    is most likely torchvision's); a model created with ``pretrained=`` carries its tag's own
+    (``pretrained_preprocessing``). ``"torchvision"``: the model's own ``default_mean_std`` where it
     has one (googlenet and inception_v3: [-1, 1] pixels, or ImageNet statistics when the model
     applies ``transform_input`` itself), else ImageNet statistics. ``"timm"``: mean and std 0.5,
     bicubic resizing. ``"imagenet"``: ImageNet statistics. The crop is ``image_size`` or the
@@ -161,10 +169,9 @@ def preprocessing_for(model: nn.Module, origin: str = "auto", weights=None, imag
     if origin == "auto" and weights is not None:
         saved = read_metadata(weights).get("preprocessing")
         if saved:
-            found = Preprocessing.from_dict(saved)
-            crop = image_size or found.crop
-            return Preprocessing(crop, round(crop * found.resize / found.crop), _for_channels(found.mean, in_chans),
-                                 _for_channels(found.std, in_chans), found.interpolation)
+            return Preprocessing.from_dict(saved).adapted(in_chans, image_size)
+    if origin == "auto" and getattr(model, "pretrained_preprocessing", None) is not None:
+        return model.pretrained_preprocessing.adapted(in_chans, image_size)
     if origin == "auto":
         origin = getattr(model, "pretrained_layout", None) or "imagenet"
     crop = image_size or getattr(model, "default_input_size", 224)

@@ -13,9 +13,9 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from PIL import Image
-from torchvision.models import Inception_V3_Weights
 
 from .errors import ConfigError, DataError
+from .hub import IMAGENET_CLASSES
 from .images import Preprocessing, convert_image, image_files, preprocessing_for, read_image
 from .inference import optimize_for_inference
 from .models import create_model, load_model
@@ -186,15 +186,22 @@ def optimized_for_images(model, images, *, backend: str = "torch", precision: st
                                   calibration=calibration)
 
 
-def load_for_inference(weights, model: str | None = None, *, origin: str = "auto",
-                       image_size: int | None = None) -> tuple[torch.nn.Module, Preprocessing]:
-    """A model in eval mode and its preprocessing, from a checkpoint.
+def load_for_inference(weights=None, model: str | None = None, *, origin: str = "auto",
+                       image_size: int | None = None, pretrained: bool | str = False
+                       ) -> tuple[torch.nn.Module, Preprocessing]:
+    """A model in eval mode and its preprocessing, from a checkpoint or from ``pretrained`` weights.
 
     An inceptorch checkpoint names its model, class names and preprocessing; a foreign one (a
     torchvision or timm file) needs ``model``, takes its number of classes from the head's shape,
-    and gets ImageNet's class names when it has 1000 classes.
+    and gets ImageNet's class names when it has 1000 classes. ``pretrained`` (True or a tag) with
+    ``model`` loads published weights, which carry their class names and preprocessing.
     """
-    if model is None or read_metadata(weights).get("model"):
+    if (weights is None) == (not pretrained) or (pretrained and model is None):
+        raise ConfigError("give the weights: --weights CKPT, or --model NAME --pretrained [TAG] (see inceptorch "
+                          "weights)")
+    if pretrained:
+        net = create_model(model, pretrained=pretrained)
+    elif model is None or read_metadata(weights).get("model"):
         net = load_model(weights)
     else:
         net = create_model(model)
@@ -203,5 +210,5 @@ def load_for_inference(weights, model: str | None = None, *, origin: str = "auto
         num_classes = head_weight.shape[0] if head_weight is not None else net.num_classes
         net = create_model(model, num_classes=num_classes, weights=weights)
         if num_classes == 1000:
-            net.class_names = Inception_V3_Weights.IMAGENET1K_V1.meta["categories"]
+            net.class_names = list(IMAGENET_CLASSES)
     return net.eval(), preprocessing_for(net, origin, weights, image_size)

@@ -98,12 +98,13 @@ def start_from_checkpoint(config, model):
     with the mean and std the checkpoint expects (where it gives none itself): the backbone's features
     are only as good as inputs scaled as in its own training.
 
-    Heads for another number of classes were already left fresh by the loader; heads trained on other
+    Models from ``--pretrained`` carry their tag's preprocessing. Heads for another number of classes
+    were already left fresh by the loader; heads trained on other
     classes of the same number (the checkpoint's class names differ from the data's) are reset here.
     """
-    if not config.weights:
+    if not config.weights and not config.pretrained:
         return config
-    saved_classes = read_metadata(config.weights).get("class_names")
+    saved_classes = read_metadata(config.weights).get("class_names") if config.weights else None
     if saved_classes and len(saved_classes) == model.num_classes and list(saved_classes) != list(model.class_names):
         log.info("%s was trained on other classes (%s): training fresh heads", config.weights,
                  ", ".join(saved_classes[:5]) + (" ..." if len(saved_classes) > 5 else ""))

@@ -72,7 +72,7 @@ def test_evaluate_through_another_backend_scores_the_same(trained, capsys):
     weights = trained / "last.safetensors"
     eager = inceptorch.evaluate(weights)
     model = inceptorch.optimize_for_inference(inceptorch.load_model(weights), backend="onnxruntime")
-    assert inceptorch.evaluate(weights, model=model).confusion == eager.confusion
+    assert inceptorch.evaluate(weights, runner=model).confusion == eager.confusion
     assert main(["evaluate", "--weights", str(weights), "--backend", "openvino", "--format", "json"]) == 0
     assert json.loads(capsys.readouterr().out)["confusion"] == eager.confusion
 

@@ -283,10 +283,12 @@ def _rows(name, task, batch, shape, seconds, setup, agreement, flops, peaks) -> 
 
 def benchmark(models, *, batches=(1, 16), train_batches=(), input_size=None, threads: int | None = None,
               peak_gflops: float | None = None, repeats: int = 5, compile: bool = False, onnx: bool = True,
-              backend: str = "all", precision: str = "all", images: torch.Tensor | None = None) -> BenchReport:
+              backend: str = "all", precision: str = "all", images: torch.Tensor | None = None,
+              pretrained: bool | str = False) -> BenchReport:
     """Times each model's inference paths, and training steps, in this process; see ``BenchRow``.
 
-    For each model (a registered name, built with random weights: speed does not depend on them)
+    For each model (a registered name, built with random weights: speed does not depend on them;
+    ``pretrained`` loads a tag's, for each model)
     and batch size: torchvision's or timm's eager model with the same weights where there is one,
     inceptorch eager, and the paths of ``bench_paths(backend, precision, compile, onnx)``: torch
     fp32, bf16 and int8, onnxruntime fp32, OpenVINO at its default precision and int8.
@@ -311,7 +313,8 @@ def benchmark(models, *, batches=(1, 16), train_batches=(), input_size=None, thr
         peaks = _peaks(peak_gflops)
         for name in models:
             size = tuple(input_size)[-3:] if isinstance(input_size, (tuple, list)) else input_size
-            model = create_model(name, in_chans=size[0] if isinstance(size, tuple) and len(size) == 3 else 3)
+            model = create_model(name, in_chans=size[0] if isinstance(size, tuple) and len(size) == 3 else 3,
+                                 pretrained=pretrained)
             model.eval()
             shape = full_input_size(model, size)[1:]
             flops_per_image = 2 * count_macs(model, shape)

@@ -4,14 +4,18 @@ import sys
 from typing import ClassVar
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
-from ..errors import InputSizeError
+from ..errors import ConfigError, InputSizeError
 from .meta import min_input_size
 
 
 def _resized_head(layer: nn.Module, num_classes: int) -> nn.Module:
-    """A fresh head layer like ``layer`` with ``num_classes`` outputs (a Linear, or NiN's 1x1 Conv2d)."""
+    """A fresh head layer like ``layer`` with ``num_classes`` outputs (a Linear, or NiN's 1x1 Conv2d);
+    none (the identity) for ``num_classes=0``."""
+    if num_classes == 0:
+        return nn.Identity()
     if isinstance(layer, nn.Linear):
         return nn.Linear(layer.in_features, num_classes, bias=layer.bias is not None)
     if isinstance(layer, nn.Conv2d):
@@ -25,13 +29,17 @@ class ImageClassifier(nn.Module):
 
     Subclasses build their layers, implement ``forward_features`` and ``forward_head`` and list their
     classifier layers in ``head_layers`` (dotted paths; aux heads that are switched off are ``None``).
-    Models with auxiliary classifiers override ``forward_with_aux``.
+    Models with auxiliary classifiers override ``forward_with_aux``. ``num_classes=0`` (heads
+    replaced by the identity) makes ``forward`` return the pooled features, as timm's models do, and
+    ``keep_spatial`` makes it return the feature map itself.
     """
 
     default_input_size = 224
     pretrained_layout: str | None = None  # "torchvision", "timm" or None: where checkpoints come from
     head_layers: tuple[str, ...] = ("fc",)
     aux_heads: tuple[str, ...] = ()  # module names of the auxiliary classifiers
+    aux_taps: ClassVar[dict[str, str]] = {}  # layer -> the auxiliary head that reads its output
+    keep_spatial = False  # forward returns forward_features' map (create_model(global_pool=False))
 
     def __init__(self, num_classes: int = 1000, in_chans: int = 3):
         super().__init__()
@@ -47,8 +55,9 @@ class ImageClassifier(nn.Module):
         raise NotImplementedError
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Logits, in train and eval mode alike."""
-        return self.forward_head(self.forward_features(x))
+        """Logits, in train and eval mode alike (features for ``num_classes=0``)."""
+        features = self.forward_features(x)
+        return features if self.keep_spatial else self.forward_head(features)
 
     def forward_with_aux(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
         """Logits and the auxiliary logits (none for models without aux heads): the trainer's door to them."""
@@ -65,6 +74,44 @@ class ImageClassifier(nn.Module):
             if getattr(module, "keep_eval", False):
                 module.eval()
         return self
+
+    def feature_layers(self) -> list[tuple[str, nn.Module]]:
+        """The named layers ``forward_features`` runs, in order: those of a ``features`` Sequential."""
+        features = getattr(self, "features", None)
+        return [(f"features.{n}", m) for n, m in features.named_children()] if isinstance(features, nn.Sequential) else []
+
+    def endpoint_names(self) -> list[str]:
+        """What ``endpoints`` returns, in order."""
+        names = []
+        for name, _ in self.feature_layers():
+            names.append(name)
+            if getattr(self, self.aux_taps.get(name, ""), None) is not None:
+                names.append(self.aux_taps[name])
+        return names + ["global_pool", "logits"]
+
+    def endpoints(self, x: torch.Tensor, final_endpoint: str | None = None) -> dict[str, torch.Tensor]:
+        """Every named layer's output in order, as TF-slim's ``end_points``: each layer of
+        ``feature_layers`` (so the input of each aux head too), the aux heads' logits where they are
+        on, the pooled features (``global_pool``) and the ``logits``. The pass stops after
+        ``final_endpoint``, as TF-slim's ``final_endpoint`` does.
+        """
+        names = self.endpoint_names()
+        if final_endpoint is not None and final_endpoint not in names:
+            raise ConfigError(f"unknown endpoint '{final_endpoint}' of {getattr(self, 'model_name', type(self).__name__)}:"
+                              f" choose one of {', '.join(names)}")
+        _check_input(self, (x,))
+        out = {}
+        for name, layer in self.feature_layers():
+            x = out[name] = layer(x)
+            head = getattr(self, self.aux_taps.get(name, ""), None)
+            if head is not None and name != final_endpoint:
+                out[self.aux_taps[name]] = head(x)
+            if final_endpoint in out:
+                return out
+        out["global_pool"] = F.adaptive_avg_pool2d(x, 1).flatten(1) if x.dim() == 4 else x
+        if final_endpoint != "global_pool":
+            out["logits"] = self.forward_head(x)
+        return out
 
     @property
     def has_aux(self) -> bool:
@@ -127,8 +174,6 @@ class InceptionNet(ImageClassifier):
     ``aux_taps`` maps a layer to the auxiliary head that reads its output.
     """
 
-    aux_taps: ClassVar[dict[str, str]] = {}
-
     def __init__(self, num_classes: int, in_chans: int):
         super().__init__(num_classes, in_chans)
         self.stages: dict[str, tuple[str, ...]] = {}
@@ -142,6 +187,9 @@ class InceptionNet(ImageClassifier):
         self.avgpool = nn.AdaptiveAvgPool2d(1)
         self.dropout = nn.Dropout(dropout)
         self.fc = nn.Linear(in_features, self.num_classes)
+
+    def feature_layers(self):
+        return [(name, getattr(self, name)) for names in self.stages.values() for name in names]
 
     def _walk(self, x, aux: list | None = None):
         """Runs the stages in order, yielding each one's name and output; with a list ``aux``, the

@@ -6,14 +6,20 @@ for Reduction-A). ``inception_resnet_v2`` follows timm's layout and names (``con
 ``mixed_5b``, ``repeat``, ``mixed_6a``, ``repeat_1``, ``mixed_7a``, ``repeat_2``, ``block8``,
 ``conv2d_7b``, ``classif``), so its checkpoints load key for key; that layout is Google's released
 network, whose stem ends in a 35x35 Inception block rather than the paper's Figure 3 stem.
-``inception_resnet_v1`` is the paper's network (stem of Figure 14) under the same names.
+``inception_resnet_v1`` is the paper's network (stem of Figure 14) under the same names; with
+``layout="facenet"`` it is facenet-pytorch's (David Sandberg's face-recognition port): the three
+block stages named ``repeat_1``-``repeat_3``, a sixth C block ``block8`` without ReLU or scaling,
+and a 512-d embedding head (``last_linear``, ``last_bn``) before the classifier ``logits``, so its
+VGGFace2 and CASIA-WebFace checkpoints load key for key.
 """
 
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
+from ..errors import ConfigError
 from ..images import INCEPTION_MEAN_STD
 from .base import InceptionNet, init_weights
 from .inception_v4 import PAPER, ReductionA, avg_pool_3x3, max_pool_3x3_s2
@@ -148,17 +154,24 @@ class InceptionResNet(InceptionNet):
     ``version=2`` is the released v2 (timm's layout): its stem ends with ``mixed_5b``, its last C
     block (``block8``) has no ReLU and no scaling, and a 1x1 convolution to 1536 channels
     (``conv2d_7b``) comes before the pool. ``version=1`` is the paper's v1: Figure 14's stem and
-    every C block as in Figure 13.
+    every C block as in Figure 13. ``layout="facenet"`` (v1 only) is facenet-pytorch's v1, whose
+    ``forward`` with ``num_classes=0`` returns its L2-normalized 512-d face embedding.
     """
 
     default_input_size = 299
     head_layers = ("classif",)
     default_mean_std = INCEPTION_MEAN_STD
 
-    def __init__(self, num_classes: int = 1000, in_chans: int = 3, *, version: int = 2, dropout: float = 0.2):
+    def __init__(self, num_classes: int = 1000, in_chans: int = 3, *, version: int = 2, dropout: float = 0.2,
+                 layout: str = "paper"):
         super().__init__(num_classes, in_chans)
+        if layout not in ("paper", "facenet") or (layout == "facenet" and version != 1):
+            raise ConfigError(f"layout '{layout}' is unknown for inception_resnet_v{version}: choose paper"
+                              + (" or facenet" if version == 1 else ""))
         variant = {1: V1, 2: V2}[version]
         self.pretrained_layout = "timm" if version == 2 else None
+        self.facenet = layout == "facenet"
+        names = ("repeat_1", "repeat_2", "repeat_3") if self.facenet else ("repeat", "repeat_1", "repeat_2")
         stem = {
             "conv2d_1a": ConvBNAct(in_chans, 32, 3, stride=2),  # 149x149x32
             "conv2d_2a": ConvBNAct(32, 32, 3),  # 147x147x32
@@ -177,37 +190,53 @@ class InceptionResNet(InceptionNet):
 
         repeats_a, repeats_b, repeats_c = variant.repeats
         scale_a, scale_b, scale_c = SCALES
-        self.add_stage("inception_resnet_a", {"repeat": nn.Sequential(
+        self.add_stage("inception_resnet_a", {names[0]: nn.Sequential(
             *[ResidualBlock35(channels, variant.block_a, scale_a) for _ in range(repeats_a)])})
         reduction = ReductionA(channels, *variant.reduction_a)  # 17x17
         self.add_stage("reduction_a", {"mixed_6a": reduction})
         channels = reduction.out_channels
-        self.add_stage("inception_resnet_b", {"repeat_1": nn.Sequential(
+        self.add_stage("inception_resnet_b", {names[1]: nn.Sequential(
             *[ResidualBlockAsymmetric(channels, variant.block_b, 7, scale_b) for _ in range(repeats_b)])})
         reduction = ResidualReductionB(channels, variant.reduction_b)  # 8x8
         self.add_stage("reduction_b", {"mixed_7a": reduction})
         channels = reduction.out_channels
         blocks_c = [ResidualBlockAsymmetric(channels, variant.block_c, 3, scale_c)
                     for _ in range(repeats_c - 1 if version == 2 else repeats_c)]
-        stage_c = {"repeat_2": nn.Sequential(*blocks_c)}
-        if version == 2:  # the released network's ending
+        stage_c = {names[2]: nn.Sequential(*blocks_c)}
+        if version == 2 or self.facenet:  # the released networks' ending
             stage_c["block8"] = ResidualBlockAsymmetric(channels, variant.block_c, 3, scale=1.0, relu=False)
+        if version == 2:
             stage_c["conv2d_7b"] = ConvBNAct(channels, 1536, 1)
             channels = 1536
         self.add_stage("inception_resnet_c", stage_c)
         self.num_features = channels
         self.avgpool = nn.AdaptiveAvgPool2d(1)
         self.dropout = nn.Dropout(dropout)
-        self.classif = nn.Linear(channels, num_classes)
+        if self.facenet:
+            self.head_layers = ("logits",)
+            self.default_input_size = 160
+            self.default_mean_std = ((0.5,) * 3, (128 / 255,) * 3)  # facenet: (pixel - 127.5) / 128
+            self.last_linear = nn.Linear(channels, 512, bias=False)
+            self.last_bn = nn.BatchNorm1d(512, eps=1e-3)
+            self.logits = nn.Linear(512, num_classes)
+        else:
+            self.classif = nn.Linear(channels, num_classes)
         init_weights(self)
 
     def forward_head(self, features):
-        return self.classif(self.dropout(torch.flatten(self.avgpool(features), 1)))
+        pooled = self.dropout(torch.flatten(self.avgpool(features), 1))
+        if not self.facenet:
+            return self.classif(pooled)
+        embedding = self.last_bn(self.last_linear(pooled))
+        return self.logits(embedding) if self.num_classes else F.normalize(embedding, p=2, dim=1)
 
 
 @register(paper=PAPER + " (Inception-ResNet-v1)")
 def inception_resnet_v1(num_classes=1000, in_chans=3, **kwargs):
-    """The paper's Inception-ResNet-v1. Options: ``dropout`` (0.2, the paper's keep probability of 0.8)."""
+    """The paper's Inception-ResNet-v1. Options: ``dropout`` (0.2, the paper's keep probability of 0.8;
+    0.6 with facenet's layout), ``layout`` (``"paper"``, or ``"facenet"`` for facenet-pytorch's checkpoints)."""
+    if kwargs.get("layout") == "facenet":
+        kwargs.setdefault("dropout", 0.6)
     return InceptionResNet(num_classes, in_chans, version=1, **kwargs)
 
 

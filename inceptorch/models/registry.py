@@ -6,6 +6,7 @@ The families register themselves when ``inceptorch.models`` imports them.
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from .. import hub
 from ..errors import ConfigError
 from ..weights import read_metadata
 from .loading import load_weights
@@ -42,34 +43,64 @@ def list_models() -> list[str]:
     return sorted(_BUILDERS)
 
 
-def create_model(name: str, *, num_classes: int = 1000, in_chans: int = 3, aux_logits: bool = False,
-                 weights=None, **kwargs):
-    """Builds model ``name``; with ``weights`` (a .pth, .pt or .safetensors path) loads them.
+def create_model(name: str, *, num_classes: int | None = None, in_chans: int = 3, aux_logits: bool = False,
+                 weights=None, pretrained: bool | str = False, global_pool: bool = True, **kwargs):
+    """Builds model ``name``; with ``weights`` (a .pth, .pt or .safetensors path) loads them, with
+    ``pretrained`` (True for the model's default tag, or a tag such as ``"tf_in1k"``: see
+    ``inceptorch weights``) loads published weights from the local cache, downloading them once.
 
     The checkpoint may be in torchvision's, timm's or inceptorch's own layout. A different
-    ``num_classes`` keeps the backbone and starts fresh heads; a different ``in_chans`` adapts the
-    first convolution.
+    ``num_classes`` (default: the pretrained weights', else 1000) keeps the backbone and starts
+    fresh heads; ``num_classes=0`` leaves the heads out, so that ``forward`` returns the pooled
+    features, and ``global_pool=False`` with it the feature map. A different ``in_chans`` adapts
+    the first convolution. Pretrained models carry their tag's preprocessing
+    (``pretrained_preprocessing``) and class names.
     """
     entry = model_entry(name)
-    if num_classes < 1:
-        raise ConfigError(f"num_classes must be at least 1, got {num_classes}")
+    if pretrained is not False and pretrained is not None and weights is not None:
+        raise ConfigError(f"pass either pretrained weights or a weights file for {name}, not both: "
+                          "drop --pretrained or --weights")
+    tag = hub.find_tag(name, pretrained) if pretrained not in (False, None) else None
+    if num_classes is None:
+        num_classes = tag.num_classes if tag else 1000
+    if num_classes < 0:
+        raise ConfigError(f"num_classes must be at least 1 (or 0: no classifier), got {num_classes}")
     if in_chans < 1:
         raise ConfigError(f"in_chans must be at least 1, got {in_chans}")
+    if num_classes == 0 and aux_logits:
+        raise ConfigError(f"{name} with num_classes=0 has no classifier, so no aux classifiers either: "
+                          "leave aux_logits off (--aux-weight 0)")
+    if not global_pool and num_classes != 0:
+        raise ConfigError("global_pool=False returns the feature map instead of classes: pass num_classes=0 too")
+    if tag:
+        kwargs = {**tag.model_options(in_chans), **kwargs}
     if entry.has_aux:
         kwargs["aux_logits"] = aux_logits
     elif aux_logits:
         raise ConfigError(f"{name} has no auxiliary classifiers: leave aux_logits off (--aux-weight 0)")
     try:
-        model = entry.builder(num_classes=num_classes, in_chans=in_chans, **kwargs)
+        model = entry.builder(num_classes=num_classes or 1, in_chans=in_chans, **kwargs)
     except TypeError as e:
         if "unexpected keyword argument" not in str(e):
             raise
         raise ConfigError(f"{name} does not take the option {str(e).split('argument')[-1].strip()}: "
                           "check its spelling, or leave it out") from None
+    if num_classes == 0:
+        model.reset_classifier(0)
+    model.keep_spatial = not global_pool
     model.model_name = name
     model.build_config = {"num_classes": num_classes, "in_chans": in_chans, **kwargs}
+    if not global_pool:
+        model.build_config["global_pool"] = False
+    known = tag or (hub.tag_of_file(weights) if weights is not None else None)
+    if tag:
+        weights = hub.weights_file(tag)
     if weights is not None:
-        load_weights(model, weights)
+        load_weights(model, weights, untrained=known.untrained if known else ())
+    if tag:
+        model.pretrained_tag = tag.name
+        model.pretrained_preprocessing = tag.preprocessing_for(model)
+        model.class_names = tag.class_names if model.num_classes == tag.num_classes else None
     return model
 
 
