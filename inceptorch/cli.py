@@ -203,7 +203,7 @@ def _add_config_flags(p) -> None:
         flag = "--" + f.name.replace("_", "-")
         default = f.default if f.default is not MISSING else None
         shown = f" (default: {default})" if default not in (None, "", False) else ""
-        if f.type is bool:
+        if f.type in (bool, bool | None):
             p.add_argument(flag, action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS,
                            help=f.metadata["help"])
         else:
