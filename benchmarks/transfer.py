@@ -12,7 +12,7 @@ class), which no run trains on, with each run's last checkpoint and the mirror i
 The photos are decoded once (shorter side resized, center crop) into .npz files, so that images/s
 measure the network, not JPEG decoding of 1000 large files.
 
-    python benchmarks/transfer.py [--data-root ../shared/data] [--source runs/cifar10/best.safetensors]
+    PYTHONPATH=. python benchmarks/transfer.py [--data-root ../shared/data] [--source runs/cifar10/best.safetensors]
 
 Prints a table and writes benchmarks/results/transfer.json; the run folders (metrics, curves.png,
 confusion.png, per_class.json, checkpoints) go to --work-dir.
@@ -37,7 +37,6 @@ from inceptorch.tables import text_table
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results"
-MODEL = "googlenet_small"
 SOURCE_RECIPE = "cifar10-fast"
 
 
@@ -74,6 +73,12 @@ def train_source(data_root: str, out: Path) -> dict:
     return {"wall_seconds": time.perf_counter() - started}
 
 
+def source_history(source: Path) -> list[dict]:
+    """The source run's per-epoch metrics (validation accuracy, images/s, seconds), where it has them."""
+    metrics = source.parent / "metrics.json"
+    return json.loads(metrics.read_text()) if metrics.is_file() else []
+
+
 def timed(function, options: dict):
     """Runs ``function(options)`` in a fresh run folder (an earlier run of this script's is replaced)."""
     shutil.rmtree(Path(options["out_dir"]) / options["name"], ignore_errors=True)
@@ -105,11 +110,11 @@ def finetune(source: Path, npz: Path, size: int, args, common: dict) -> dict:
             "run_dir": str(run.run_dir), **report_of(run.run_dir, npz)}
 
 
-def scratch(npz: Path, size: int, budget_s: float, epoch_s: float, args, common: dict) -> dict:
+def scratch(npz: Path, size: int, budget_s: float, epoch_s: float, network: dict, args, common: dict) -> dict:
     """The same network from random weights, for as many whole epochs as fit in the fine-tuning time."""
     epochs = max(1, round(budget_s / epoch_s))
-    run, wall = timed(inceptorch.train, {**common, "data": str(npz), "image_size": size, "epochs": epochs,
-                                         "lr": args.lr, "name": f"scratch-{size}px"})
+    run, wall = timed(inceptorch.train, {**common, **network, "data": str(npz), "image_size": size,
+                                         "epochs": epochs, "lr": args.lr, "name": f"scratch-{size}px"})
     return {"epochs": str(epochs), "train_seconds": sum(r["seconds"] for r in run.history), "wall_seconds": wall,
             "images_per_s_full": float(np.median([r["images_per_s"] for r in run.history])),
             "run_dir": str(run.run_dir), **report_of(run.run_dir, npz)}
@@ -153,17 +158,20 @@ def main() -> None:
     args = parser.parse_args()
     work, source = Path(args.work_dir), Path(args.source)
     photos = Path(args.data_root) / "cats_vs_dogs" / "train"
-    common = {"model": MODEL, "batch_size": 64, "optimizer": "sgd", "momentum": 0.9, "weight_decay": 5e-4,
+    common = {"batch_size": 64, "optimizer": "sgd", "momentum": 0.9, "weight_decay": 5e-4,
               "augment": "flip,crop", "test_flip": True, "channels_last": True, "amp": True,
               "out_dir": str(work), "quiet": True, "workers": 0, "seed": 0}
     source_run = train_source(args.data_root, source) if not source.is_file() else None
     source_meta = inceptorch.weights.read_metadata(source)
-    results = {"model": MODEL, "cpu": cpu_name(), "isa": isa_flags(), "cpu_capability":
+    network = {"model": source_meta["model"], "model_args": {  # what finetune reads from the checkpoint
+        k: v for k, v in source_meta["build_config"].items() if k not in ("num_classes", "in_chans", "aux_logits")}}
+    results = {"model": network, "cpu": cpu_name(), "isa": isa_flags(), "cpu_capability":
                torch.backends.cpu.get_cpu_capability(), "threads": torch.get_num_threads(),
                "load_average_at_start": os.getloadavg()[0],
                "photos": {"train": 800, "held_out": 200, "held_out_rule": "every fifth photo of each class"},
                "source": {"checkpoint": str(source), "recipe": SOURCE_RECIPE, "epoch": source_meta.get("epoch"),
-                          "cifar10_val_acc": source_meta.get("val_acc"), **(source_run or {})},
+                          "cifar10_val_acc": source_meta.get("val_acc"), **(source_run or {}),
+                          "history": source_history(source)},
                "settings": {**{k: v for k, v in vars(args).items() if k.endswith(("epochs", "lr", "unfrozen"))},
                             **{k: common[k] for k in ("batch_size", "augment", "amp", "channels_last")}},
                "runs": {}}
@@ -171,9 +179,10 @@ def main() -> None:
         npz = photos_to_npz(photos, size, work / f"cats_vs_dogs_{size}.npz")
         tuned = finetune(source, npz, size, args, common)
         results["runs"][size] = {"finetuned": tuned, "scratch": scratch(npz, size, tuned["train_seconds"],
-                                                                        tuned["full_epoch_seconds"], args, common)}
-    print(f"\n{MODEL} from the {SOURCE_RECIPE} checkpoint (CIFAR-10 val acc {source_meta.get('val_acc'):.4f}) vs "
-          f"from scratch in the same time, on {results['cpu']}, {results['threads']} threads; held out: 200 "
+                                                                        tuned["full_epoch_seconds"], network, args,
+                                                                        common)}
+    print(f"\n{network['model']} {network['model_args']} from the {SOURCE_RECIPE} checkpoint (CIFAR-10 val acc "
+          f"{source_meta.get('val_acc'):.4f}) vs from scratch in the same time, on {results['cpu']}, {results['threads']} threads; held out: 200 "
           "cats_vs_dogs photos (100 a class), last checkpoint of each run, mirror averaged\n")
     print(table(results))
     out = RESULTS / "transfer.json"
