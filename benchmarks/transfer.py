@@ -1,17 +1,18 @@
-"""Transfer learning on real photos: does a pretrained backbone beat training from scratch in the same time?
+"""Transfer learning on real photos: does a CIFAR-10 backbone beat training from scratch in the same time?
 
-Without network there are no ImageNet weights, so the source models are trained here, googlenet_small
-on two tasks: Fashion-MNIST (grey clothing repeated to RGB: another domain), and the cats and dogs
-training photos at a quarter of the pixels (16x16: the same domain, cheaper). Each is fine-tuned on
-the photos at 32x32, a first phase with the backbone frozen, a second with everything trained (the
-freed layers at a lower learning rate), and compared with the same network trained from scratch for
-the same wall-clock time. All are scored on the same held-out photos (every fifth photo of each
-class), which no run trains on, with each run's last checkpoint.
+The source is the ``cifar10-fast`` recipe's checkpoint (googlenet_small trained on the 50,000
+CIFAR-10 JPEGs, 32x32 photos of ten classes, cat and dog among them), trained first when
+``--source`` does not exist. It is fine-tuned on the 800 training photos of cats_vs_dogs in two
+phases: the backbone frozen (a linear probe: only the classifier learns), then everything (the
+backbone at a lower learning rate, ``--unfreeze-after``). The same network is trained from scratch
+on the same photos for the same wall-clock time as the whole fine-tuning run. Both are run at 32x32
+(the source's size) and 64x64 input, and scored on the same 200 held-out photos (every fifth of each
+class), which no run trains on, with each run's last checkpoint and the mirror image averaged in.
 
-The photos are decoded once (shorter side resized, center crop) into .npz files, so that the images/s
-figures measure the network, not JPEG decoding.
+The photos are decoded once (shorter side resized, center crop) into .npz files, so that images/s
+measure the network, not JPEG decoding of 1000 large files.
 
-    .venv/bin/python benchmarks/transfer.py [--data-root ../shared/data] [--threads 2]
+    PYTHONPATH=. python benchmarks/transfer.py [--data-root ../shared/data] [--source runs/cifar10/best.safetensors]
 
 Prints a table and writes benchmarks/results/transfer.json; the run folders (metrics, curves.png,
 confusion.png, per_class.json, checkpoints) go to --work-dir.
@@ -21,6 +22,8 @@ import argparse
 import json
 import os
 import shutil
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -29,10 +32,12 @@ import torch
 
 import inceptorch
 from inceptorch.images import read_image
+from inceptorch.inference import cpu_name
+from inceptorch.tables import text_table
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results"
-MODEL = "googlenet_small"
+SOURCE_RECIPE = "cifar10-fast"
 
 
 def photos_to_npz(folder: Path, size: int, out: Path) -> Path:
@@ -59,6 +64,21 @@ def photos_to_npz(folder: Path, size: int, out: Path) -> Path:
     return out
 
 
+def train_source(data_root: str, out: Path) -> dict:
+    """The cifar10-fast recipe, through the command as a user runs it (wall time of the whole command)."""
+    started = time.perf_counter()
+    subprocess.run([sys.executable, "-m", "inceptorch.cli", "train", "--recipe", SOURCE_RECIPE, "--data-root",
+                    data_root, "--out-dir", str(out.parent.parent), "--name", out.parent.name, "--quiet"],
+                   check=True, cwd=ROOT)
+    return {"wall_seconds": time.perf_counter() - started}
+
+
+def source_history(source: Path) -> list[dict]:
+    """The source run's per-epoch metrics (validation accuracy, images/s, seconds), where it has them."""
+    metrics = source.parent / "metrics.json"
+    return json.loads(metrics.read_text()) if metrics.is_file() else []
+
+
 def timed(function, options: dict):
     """Runs ``function(options)`` in a fresh run folder (an earlier run of this script's is replaced)."""
     shutil.rmtree(Path(options["out_dir"]) / options["name"], ignore_errors=True)
@@ -68,100 +88,105 @@ def timed(function, options: dict):
 
 
 def report_of(run_dir: Path, npz: Path) -> dict:
-    """Accuracy, per-class precision/recall and confusion of the run's last checkpoint on the held-out photos;
-    the run's confusion.png is copied beside the JSON results."""
-    result = inceptorch.evaluate(run_dir / "last.safetensors", str(npz), workers=0)
-    image = RESULTS / f"transfer-confusion-{run_dir.name}.png"
-    image.parent.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(run_dir / "confusion.png", image)
-    return {"accuracy": result.accuracy, "per_class": result.per_class, "confusion": result.confusion,
-            "confusion_png": str(image.relative_to(ROOT))}
+    """Accuracy, per-class precision/recall and confusion of the run's last checkpoint on the held-out photos."""
+    result = inceptorch.evaluate(run_dir / "last.safetensors", str(npz), workers=0, test_flip=True)
+    return {"accuracy": result.accuracy, "per_class": result.per_class, "confusion": result.confusion}
 
 
-def finetune_from(source_weights: Path, npz: Path, args, common: dict, name: str) -> dict:
-    """Phase 1 heads only, phase 2 everything (freed layers at a lower rate); scored on the held-out photos."""
+def finetune(source: Path, npz: Path, size: int, args, common: dict) -> dict:
+    """Phase 1 the classifier only (linear probe), phase 2 everything, the backbone at a lower rate."""
     epochs = args.frozen_epochs + args.unfrozen_epochs
     run, wall = timed(inceptorch.finetune, {
-        **common, "data": str(npz), "weights": str(source_weights), "image_size": args.size, "freeze": "backbone",
-        "unfreeze_after": args.frozen_epochs, "epochs": epochs, "lr": 0.05, "lr_unfrozen": 0.02, "name": name})
+        **common, "data": str(npz), "weights": str(source), "image_size": size, "freeze": "backbone",
+        "unfreeze_after": args.frozen_epochs, "epochs": epochs, "lr": args.lr, "lr_unfrozen": args.lr_unfrozen,
+        "name": f"finetuned-{size}px"})
     frozen, full = run.history[:args.frozen_epochs], run.history[args.frozen_epochs:]
-    return {"epochs": epochs, "train_seconds": sum(r["seconds"] for r in run.history), "wall_seconds": wall,
-            "held_out_acc_after_frozen_phase": frozen[-1]["val_acc"],
-            "images_per_s_frozen": float(np.mean([r["images_per_s"] for r in frozen])),
-            "images_per_s_full": float(np.mean([r["images_per_s"] for r in full])),
-            "full_epoch_seconds": float(np.mean([r["seconds"] for r in full])),
+    return {"epochs": f"{args.frozen_epochs}+{args.unfrozen_epochs}",
+            "train_seconds": sum(r["seconds"] for r in run.history), "wall_seconds": wall,
+            "held_out_acc_linear_probe": frozen[-1]["val_acc"],
+            "images_per_s_linear_probe": float(np.median([r["images_per_s"] for r in frozen])),
+            "images_per_s_full": float(np.median([r["images_per_s"] for r in full])),
+            "full_epoch_seconds": float(np.median([r["seconds"] for r in full])),
             "run_dir": str(run.run_dir), **report_of(run.run_dir, npz)}
+
+
+def scratch(npz: Path, size: int, budget_s: float, epoch_s: float, network: dict, args, common: dict) -> dict:
+    """The same network from random weights, for as many whole epochs as fit in the fine-tuning time."""
+    epochs = max(1, round(budget_s / epoch_s))
+    run, wall = timed(inceptorch.train, {**common, **network, "data": str(npz), "image_size": size,
+                                         "epochs": epochs, "lr": args.lr, "name": f"scratch-{size}px"})
+    return {"epochs": str(epochs), "train_seconds": sum(r["seconds"] for r in run.history), "wall_seconds": wall,
+            "images_per_s_full": float(np.median([r["images_per_s"] for r in run.history])),
+            "run_dir": str(run.run_dir), **report_of(run.run_dir, npz)}
+
+
+def isa_flags() -> list[str]:
+    try:
+        flags = next(line.split(":", 1)[1].split() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                     if line.startswith("flags"))
+    except (OSError, StopIteration):
+        return []
+    return sorted(f for f in flags if f.startswith(("avx512", "amx", "avx2", "fma")))
+
+
+def table(results: dict) -> str:
+    header = ["input", "start", "epochs", "train s", "held-out acc", "linear probe acc", "img/s probe/full",
+              "cat P/R", "dog P/R", "confusion [[cc cd] [dc dd]]"]
+    lines = []
+    for size, arms in results["runs"].items():
+        for label, r in (("CIFAR-10 fine-tuned", arms["finetuned"]), ("scratch, same time", arms["scratch"])):
+            probe = r.get("held_out_acc_linear_probe")
+            speeds = (f"{r['images_per_s_linear_probe']:.0f}/" if probe is not None else "-/") + \
+                f"{r['images_per_s_full']:.0f}"
+            per_class = [f"{v['precision']:.2f}/{v['recall']:.2f}" for v in r["per_class"].values()]
+            lines.append([f"{size}x{size}", label, r["epochs"], f"{r['train_seconds']:.0f}", f"{r['accuracy']:.3f}",
+                          "-" if probe is None else f"{probe:.3f}", speeds, *per_class, str(r["confusion"])])
+    return text_table(header, lines, left=2)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data-root", default=os.environ.get("INCEPTORCH_DATA", str(ROOT.parent / "shared/data")))
+    parser.add_argument("--source", default=str(ROOT / "runs" / "cifar10" / "best.safetensors"),
+                        help="the CIFAR-10 checkpoint (trained with the cifar10-fast recipe when missing)")
     parser.add_argument("--work-dir", default=str(ROOT / "runs" / "transfer-benchmark"))
-    parser.add_argument("--size", type=int, default=32, help="side of the photos given to the network")
-    parser.add_argument("--low-size", type=int, default=16, help="side of the photos for the low-resolution source")
-    parser.add_argument("--source-samples", type=int, default=6000, help="Fashion-MNIST images for that source")
-    parser.add_argument("--source-epochs", type=int, default=2, help="epochs of the Fashion-MNIST source")
-    parser.add_argument("--low-epochs", type=int, default=8, help="epochs of the low-resolution source")
-    parser.add_argument("--frozen-epochs", type=int, default=3, help="fine-tuning phase 1: heads only")
-    parser.add_argument("--unfrozen-epochs", type=int, default=6, help="fine-tuning phase 2: everything")
-    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--sizes", default="32,64", help="input sides to compare, comma separated")
+    parser.add_argument("--frozen-epochs", type=int, default=3, help="fine-tuning phase 1: the classifier only")
+    parser.add_argument("--unfrozen-epochs", type=int, default=12, help="fine-tuning phase 2: everything")
+    parser.add_argument("--lr", type=float, default=0.05, help="peak rate of the head, and of scratch training")
+    parser.add_argument("--lr-unfrozen", type=float, default=0.01, help="peak rate of the backbone in phase 2")
     args = parser.parse_args()
-    torch.set_num_threads(args.threads)
-    work = Path(args.work_dir)
+    work, source = Path(args.work_dir), Path(args.source)
     photos = Path(args.data_root) / "cats_vs_dogs" / "train"
-    common = {"model": MODEL, "batch_size": 64, "optimizer": "sgd", "momentum": 0.9, "weight_decay": 5e-4,
-              "augment": "flip,crop", "out_dir": str(work), "quiet": True, "workers": 0, "seed": 0}
-    npz = photos_to_npz(photos, args.size, work / f"cats_vs_dogs_{args.size}.npz")
-    low_npz = photos_to_npz(photos, args.low_size, work / f"cats_vs_dogs_{args.low_size}.npz")
-
-    # Two sources: another task (grey clothing), and the same photos at a quarter of the pixels.
-    fashion, fashion_seconds = timed(inceptorch.train, {
-        **common, "data": "fashion-mnist", "data_root": args.data_root, "in_chans": 3, "epochs": args.source_epochs,
-        "lr": 0.1, "train_samples": args.source_samples, "val_samples": 2000, "name": "source-fashion-mnist"})
-    low, low_seconds = timed(inceptorch.train, {
-        **common, "data": str(low_npz), "image_size": args.low_size, "epochs": args.low_epochs, "lr": 0.05,
-        "name": f"source-photos-{args.low_size}px"})
-    sources = {"fashion-mnist": {"what": f"Fashion-MNIST, {args.source_samples} images at 28x28, grey as RGB",
-                                 "epochs": args.source_epochs, "val_acc": fashion.metrics["val_acc"],
-                                 "seconds": fashion_seconds},
-               "low-resolution photos": {"what": f"the 800 training photos at {args.low_size}x{args.low_size}",
-                                         "epochs": args.low_epochs, "seconds": low_seconds}}
-    tuned = {"fashion-mnist": finetune_from(fashion.run_dir / "last.safetensors", npz, args, common,
-                                            "finetuned-from-fashion-mnist"),
-             "low-resolution photos": finetune_from(low.run_dir / "last.safetensors", npz, args, common,
-                                                    f"finetuned-from-{args.low_size}px")}
-
-    budget = float(np.mean([t["train_seconds"] for t in tuned.values()]))
-    full_epoch = float(np.mean([t["full_epoch_seconds"] for t in tuned.values()]))
-    scratch_epochs = max(1, round(budget / full_epoch))  # the same time as a fine-tuning run
-    scratch, scratch_wall = timed(inceptorch.train, {
-        **common, "data": str(npz), "image_size": args.size, "epochs": scratch_epochs, "lr": 0.05, "name": "scratch"})
-    scratch_result = {"epochs": scratch_epochs, "train_seconds": sum(r["seconds"] for r in scratch.history),
-                      "wall_seconds": scratch_wall,
-                      "images_per_s_full": float(np.mean([r["images_per_s"] for r in scratch.history])),
-                      "run_dir": str(scratch.run_dir), **report_of(scratch.run_dir, npz)}
-
-    results = {"model": MODEL, "image_size": args.size, "threads": args.threads,
+    common = {"batch_size": 64, "optimizer": "sgd", "momentum": 0.9, "weight_decay": 5e-4,
+              "augment": "flip,crop", "test_flip": True, "channels_last": True, "amp": True,
+              "out_dir": str(work), "quiet": True, "workers": 0, "seed": 0}
+    source_run = train_source(args.data_root, source) if not source.is_file() else None
+    source_meta = inceptorch.weights.read_metadata(source)
+    network = {"model": source_meta["model"], "model_args": {  # what finetune reads from the checkpoint
+        k: v for k, v in source_meta["build_config"].items() if k not in ("num_classes", "in_chans", "aux_logits")}}
+    results = {"model": network, "cpu": cpu_name(), "isa": isa_flags(), "cpu_capability":
+               torch.backends.cpu.get_cpu_capability(), "threads": torch.get_num_threads(),
+               "load_average_at_start": os.getloadavg()[0],
                "photos": {"train": 800, "held_out": 200, "held_out_rule": "every fifth photo of each class"},
-               "sources": sources, "finetuned": tuned, "scratch": scratch_result}
-    print(f"\n{MODEL} at {args.size}x{args.size}, {args.threads} thread(s); held out: 200 photos (100 a class), "
-          "last checkpoint of each run\n")
-    print(f"{'start':<36}{'epochs':>7}{'train s':>9}{'acc':>7}{'acc, heads only':>17}{'img/s heads/full':>18}"
-          "   per class precision/recall")
-    rows = [("from scratch, same time", scratch_result)] + [(f"fine-tuned from {k}", v) for k, v in tuned.items()]
-    for label, r in rows:
-        per_class = "  ".join(f"{c} {v['precision']:.2f}/{v['recall']:.2f}" for c, v in r["per_class"].items())
-        heads_only = f"{r['held_out_acc_after_frozen_phase']:.3f}" if "images_per_s_frozen" in r else "-"
-        speeds = (f"{r['images_per_s_frozen']:.0f}/{r['images_per_s_full']:.0f}" if "images_per_s_frozen" in r
-                  else f"-/{r['images_per_s_full']:.0f}")
-        print(f"{label:<36}{r['epochs']:>7}{r['train_seconds']:>9.1f}{r['accuracy']:>7.3f}{heads_only:>17}"
-              f"{speeds:>18}   {per_class}")
-    for name, source in sources.items():
-        acc = f", val acc {source['val_acc']:.3f}" if "val_acc" in source else ""
-        print(f"source {name}: {source['what']}, {source['epochs']} epochs, {source['seconds']:.0f} s{acc}")
-    print("confusion matrices: " + ", ".join(r["confusion_png"] for _, r in rows))
+               "source": {"checkpoint": str(source), "recipe": SOURCE_RECIPE, "epoch": source_meta.get("epoch"),
+                          "cifar10_val_acc": source_meta.get("val_acc"), **(source_run or {}),
+                          "history": source_history(source)},
+               "settings": {**{k: v for k, v in vars(args).items() if k.endswith(("epochs", "lr", "unfrozen"))},
+                            **{k: common[k] for k in ("batch_size", "augment", "amp", "channels_last")}},
+               "runs": {}}
+    for size in (int(s) for s in args.sizes.split(",")):
+        npz = photos_to_npz(photos, size, work / f"cats_vs_dogs_{size}.npz")
+        tuned = finetune(source, npz, size, args, common)
+        results["runs"][size] = {"finetuned": tuned, "scratch": scratch(npz, size, tuned["train_seconds"],
+                                                                        tuned["full_epoch_seconds"], network, args,
+                                                                        common)}
+    print(f"\n{network['model']} {network['model_args']} from the {SOURCE_RECIPE} checkpoint (CIFAR-10 val acc "
+          f"{source_meta.get('val_acc'):.4f}) vs from scratch in the same time, on {results['cpu']}, {results['threads']} threads; held out: 200 "
+          "cats_vs_dogs photos (100 a class), last checkpoint of each run, mirror averaged\n")
+    print(table(results))
     out = RESULTS / "transfer.json"
-    out.write_text(json.dumps(results, indent=2))
+    out.write_text(json.dumps(results, indent=2) + "\n")
     print(f"results: {out}")
 
 

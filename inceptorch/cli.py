@@ -300,7 +300,7 @@ def _add_config_flags(p) -> None:
         if "const" in f.metadata:  # a flag whose value may be left out
             p.add_argument(flag, nargs="?", const=f.metadata["const"], default=argparse.SUPPRESS,
                            metavar=f.metadata["metavar"], help=f.metadata["help"])
-        elif f.type in (bool, bool | str):  # amp's auto is for recipes; --amp and --no-amp choose
+        elif f.type in (bool, bool | str, bool | None):  # amp's auto is for recipes; --amp and --no-amp choose
             p.add_argument(flag, action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS,
                            help=f.metadata["help"])
         else:

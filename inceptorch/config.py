@@ -35,7 +35,8 @@ class TrainConfig:
     model_args: dict = field(default_factory=dict, metadata={
         "help": "extra model options, KEY=VALUE[,KEY=VALUE] (for instance width=0.5)", "metavar": "K=V,..."})
     data: str = _opt("builtin", "builtin, mnist, fashion-mnist, cifar10, a .npz file or an image folder")
-    data_root: str | None = _opt(None, "folder holding a local copy of mnist, fashion-mnist or cifar10")
+    data_root: str | None = _opt(None, "folder holding a local copy of mnist, fashion-mnist or cifar10 "
+                                 "(torchvision's files, or cifar10/train/<class>/ image files)")
     val_split: float = _opt(0.1, "part of the training data held out for validation where the data has no "
                             "val split: a fraction, or a number of images when 1 or more")
     train_samples: int | None = _opt(None, "use only the first N training images (quick runs)")
@@ -56,6 +57,12 @@ class TrainConfig:
                            "predictions (for data whose classes survive a flip, unlike digits)")
     workers: int = _opt(2, "data loader processes for image folders")
     strict: bool = _opt(False, "stop on an unreadable image instead of skipping it with a warning")
+    cache_images: bool | None = _opt(None, "decode an image folder once and hold it in memory as one uint8 "
+                                     "tensor (its images must share one size): --cache-images up to 3/4 of "
+                                     "the available memory, --no-cache-images never (default: up to "
+                                     "--cache-limit-mb)")
+    cache_limit_mb: float = _opt(2048.0, "largest decoded size of an image folder held in memory without "
+                                 "--cache-images, in MB")
     # loss and optimization
     epochs: int = _opt(10, "training epochs")
     batch_size: int = _opt(64, "global batch size (split across processes under torchrun)")
@@ -230,6 +237,7 @@ def check(c: TrainConfig) -> None:
     need(c.weight_decay >= 0, f"--weight-decay must be 0 or more, got {c.weight_decay}")
     need(c.warmup_epochs >= 0, f"--warmup-epochs must be 0 or more, got {c.warmup_epochs}")
     need(c.step_epochs > 0, f"--step-epochs must be at least 1, got {c.step_epochs}")
+    need(c.cache_limit_mb >= 0, f"--cache-limit-mb must be 0 or more, got {c.cache_limit_mb}")
     need(c.workers >= 0, f"--workers must be 0 or more, got {c.workers}")
     need(c.dist_timeout > 0, f"--dist-timeout must be a positive number of seconds, got {c.dist_timeout}")
     need(c.weights_origin in WEIGHT_ORIGINS,

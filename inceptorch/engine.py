@@ -354,8 +354,9 @@ def finetune(config=None, **options):
     """``inceptorch.train`` from a checkpoint, training only the heads unless told otherwise.
 
     The same options as ``train``; ``weights`` or ``pretrained`` is required and ``freeze`` defaults
-    to ``"backbone"``. The backbone comes from the checkpoint (torchvision's, timm's or inceptorch's,
-    or a pretrained tag's), heads for the
+    to ``"backbone"``; the model and its options default to those an inceptorch checkpoint names, the
+    input size to its own. The backbone comes from the checkpoint (torchvision's, timm's or
+    inceptorch's, or a pretrained tag's), heads for the
     data's classes start fresh, the loss adds ``aux_weight`` x each aux head's loss, and with
     ``unfreeze_after`` a second phase trains everything, the freed layers at ``lr_unfrozen``.
     The checkpoints written carry the class names and the preprocessing, for ``predict``.
@@ -369,4 +370,10 @@ def finetune(config=None, **options):
             raise ConfigError("fine-tuning starts from a checkpoint: pass --pretrained [TAG] (see inceptorch "
                               "weights) or --weights CKPT (an inceptorch, torchvision or timm file)")
         options.setdefault("freeze", "backbone")
+        saved = read_metadata(options["weights"]) if options.get("weights") else {}
+        if saved.get("model") and "model" not in options and not options.get("recipe"):
+            options["model"] = saved["model"]  # the network the checkpoint holds, with its options (width)
+            built = {k: v for k, v in saved.get("build_config", {}).items()
+                     if k not in ("num_classes", "in_chans", "aux_logits")}
+            options["model_args"] = {**built, **(options.get("model_args") or {})}
     return train(options)

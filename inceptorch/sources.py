@@ -3,7 +3,9 @@
 The built-in sample, MNIST and Fashion-MNIST (IDX files, gzipped or not), CIFAR-10, .npz files and
 image folders become a ``Source``: class names, and per split the labels with either the images
 themselves (one uint8 tensor) or their files. A set without a validation split gets one held out
-from its training split, the same for every seed.
+from its training split, the same for every seed. A folder of images that all share one size and
+fit in memory (CIFAR-10 as JPEG files) is decoded once into one uint8 tensor, so that it trains
+through the same in-memory batches as the IDX sets instead of decoding every file every epoch.
 """
 
 import gzip
@@ -11,15 +13,17 @@ import logging
 import math
 import os
 import struct
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 import torchvision.datasets as tvd
+from PIL import Image
 
 from .errors import ConfigError, DataError
-from .images import IMAGE_SUFFIXES, is_listed_image
+from .images import IMAGE_SUFFIXES, is_listed_image, read_image
 
 log = logging.getLogger("inceptorch")
 
@@ -70,6 +74,8 @@ def open_source(config, splits=("train", "val")) -> Source:
         source = _from_npz(BUILTIN, "builtin")
     elif data in IDX_SETS:
         source = _from_idx(data, config.data_root, splits)
+    elif data == "cifar10" and _cifar10_folder(config.data_root):
+        source = _from_folder(_cifar10_folder(config.data_root))
     elif data == "cifar10":
         source = _from_cifar10(config.data_root, splits)
     elif Path(data).is_dir():
@@ -84,6 +90,9 @@ def open_source(config, splits=("train", "val")) -> Source:
     if "val" in splits and "val" not in source.splits:
         source.splits["train"], source.splits["val"] = _hold_out(source.splits["train"], config.val_split,
                                                                  data)
+    beside = Path(data).parent / "test"
+    if "test" in splits and "test" not in source.splits and Path(data).name == "train" and beside.is_dir():
+        source.splits["test"] = _split_folder(beside, source.classes)  # --data ROOT/train, ROOT/test beside it
     if "test" in splits and "test" not in source.splits:
         raise DataError(f"{data} has no test split here: score the validation split instead (--split val)")
     source.splits = {name: source.splits[name] for name in splits}
@@ -93,6 +102,8 @@ def open_source(config, splits=("train", "val")) -> Source:
     for name, split in source.splits.items():
         if len(split) == 0:
             raise DataError(f"the {name} split of {data} holds no images: add images or change --val-split")
+    if source.size is None and config.cache_images is not False:
+        source = hold_in_memory(source, config)
     return source
 
 
@@ -211,6 +222,15 @@ def _download(data: str, root: str) -> None:
                         ) from None
 
 
+def _cifar10_folder(data_root: str | None) -> Path | None:
+    """``DATA_ROOT/cifar10``, where it holds the images as files (``train/<class>/*.jpg``) rather than
+    torchvision's ``cifar-10-batches-py``."""
+    folder = Path(data_root) / "cifar10" if data_root else None
+    if folder and (folder / "train").is_dir() and not (Path(data_root) / "cifar-10-batches-py").is_dir():
+        return folder
+    return None
+
+
 def _from_cifar10(data_root: str | None, splits) -> Source:
     if data_root is None:
         data_root = _download_root()
@@ -254,12 +274,126 @@ def _from_folder(root: Path) -> Source:
     splits = {"train": _class_files(base, classes)}
     for split in ("val", "test") if layout_with_splits else ():
         if (root / split).is_dir():
-            extra = sorted(set(_subfolders(root / split)) - set(classes))
-            if extra:
-                raise DataError(f"{root / split} has class folders that {base} lacks: {', '.join(extra)}")
-            present = [c for c in classes if (root / split / c).is_dir()]
-            split_files = _class_files(root / split, present)
-            split_files.labels = torch.tensor([classes.index(present[i])
-                                               for i in split_files.labels.tolist()])
-            splits[split] = split_files
+            splits[split] = _split_folder(root / split, classes)
     return Source(root.name, classes, 3, splits)
+
+
+def _split_folder(folder: Path, classes: list[str]) -> Split:
+    """A val or test folder beside train/: class folders named as the training ones (some may be absent)."""
+    extra = sorted(set(_subfolders(folder)) - set(classes))
+    if extra:
+        raise DataError(f"{folder} has class folders that the training split lacks: {', '.join(extra)}")
+    present = [c for c in classes if (folder / c).is_dir()]
+    split = _class_files(folder, present)
+    split.labels = torch.tensor([classes.index(present[i]) for i in split.labels.tolist()])
+    return split
+
+
+# --- image folders held in memory ------------------------------------------------------------------
+
+
+class _DecodedFiles(torch.utils.data.Dataset):
+    """Image files decoded to uint8 H x W x 3 tensors: (tensor, None, None); for a file that cannot be read
+    (None, why, None); for one of another size than ``size`` (width, height), told from its header
+    before decoding: (None, None, its size)."""
+
+    def __init__(self, files: list[Path], size: tuple[int, int]):
+        self.files, self.size = files, size
+
+    def __len__(self):
+        return len(self.files)
+
+    def __getitem__(self, i):
+        header_size = _image_size(self.files[i])
+        if header_size is not None and header_size != self.size:
+            return None, None, header_size
+        try:
+            image = read_image(self.files[i])
+        except DataError as e:
+            return None, str(e), None
+        if image.size != self.size:  # turned by its EXIF orientation
+            return None, None, image.size
+        return torch.from_numpy(np.asarray(image).copy()), None, None
+
+
+def _available_memory() -> int:
+    """Bytes of memory available to new data (Linux's MemAvailable; free pages elsewhere)."""
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+
+
+def hold_in_memory(source: Source, config) -> Source:
+    """Decodes the image files of every split once into one uint8 tensor each, when they all share one
+    size and fit: by default ``config.cache_limit_mb`` decoded, with ``cache_images`` True up to 3/4 of
+    the available memory. Otherwise returns the source as it is, files streamed, and says why.
+
+    Unreadable files are left out with a warning, as the streaming loader does (``strict``: an error).
+    """
+    splits = source.splits
+    files = [f for split in splits.values() for f in split.files]
+    first = next((f for f in files if _image_size(f)), None)
+    if first is None:
+        return source
+    size = _image_size(first)
+    forced = config.cache_images is True
+    needed = 3 * size[0] * size[1] * len(files)
+    limit = _available_memory() * 3 // 4 if forced else int(config.cache_limit_mb * 2 ** 20)
+    notice = log.warning if forced else log.info
+    if needed > limit:
+        notice("%s: its %d images would take %.0f MB decoded, over the %s of %.0f MB: streaming them from "
+               "the files", source.name, len(files), needed / 2 ** 20,
+               "memory available" if forced else "--cache-limit-mb", limit / 2 ** 20)
+        return source
+    started = time.perf_counter()
+    chunks, decoded = [], []  # batches of decoded images; per file, whether it was decoded
+    batches = torch.utils.data.DataLoader(_DecodedFiles(files, size), batch_size=256, num_workers=config.workers,
+                                          collate_fn=_stack_decoded)
+    for images, problems in batches:
+        for index, (reason, other_size) in enumerate(problems, len(decoded)):
+            if other_size is not None:
+                notice("%s: its images differ in size (%s is %dx%d, %s %dx%d): streaming them from the files",
+                       source.name, first, *size, files[index], *other_size)
+                return source
+            if reason is not None:
+                if config.strict:
+                    raise DataError(f"{reason} (--strict): remove or replace the file")
+                log.warning("warning: %s", reason)
+            decoded.append(reason is None)
+        if len(images):
+            chunks.append(images)
+    images = torch.cat(chunks).permute(0, 3, 1, 2).contiguous()
+    position = torch.cumsum(torch.tensor(decoded), 0) - 1  # of each decoded file in ``images``
+    start, held = 0, {}
+    for name, split in splits.items():
+        kept = [i for i in range(len(split)) if decoded[start + i]]
+        if not kept:
+            raise DataError(f"none of the {len(split)} images of the {name} split of {source.name} could be "
+                            "decoded: check the folder")
+        held[name] = Split(split.labels[kept], images[position[[start + i for i in kept]]],
+                           [split.files[i] for i in kept])
+        start += len(split)
+    megabytes = sum(s.images.numel() for s in held.values()) / 2 ** 20
+    log.info("%s: %d images held in memory as uint8 tensors, %.0f MB (decoded in %.1f s)", source.name,
+             len(images), megabytes, time.perf_counter() - started)
+    return Source(source.name, source.classes, 3, held, min(size))
+
+
+def _stack_decoded(items) -> tuple[torch.Tensor, list]:
+    """One tensor of the batch's decoded images (one shared-memory transfer from a worker, not one a
+    file), and per file what went wrong (reason, other size)."""
+    images = [image for image, _, _ in items if image is not None]
+    stacked = torch.stack(images) if images else torch.empty(0, dtype=torch.uint8)
+    return stacked, [(reason, other_size) for _, reason, other_size in items]
+
+
+def _image_size(path: Path) -> tuple[int, int] | None:
+    try:
+        with Image.open(path) as opened:
+            return opened.size
+    except OSError:
+        return None

@@ -95,8 +95,9 @@ def frozen_part(config, epoch: int) -> str:
 
 def start_from_checkpoint(config, model):
     """Readies ``model``, just loaded from ``--weights``, for its new data, and returns ``config``
-    with the mean and std the checkpoint expects (where it gives none itself): the backbone's features
-    are only as good as inputs scaled as in its own training.
+    with the mean and std the checkpoint expects (where it gives none itself), and the input size of an
+    inceptorch checkpoint's training (where ``--image-size`` gives none): the backbone's features are
+    only as good as inputs scaled as in its own training.
 
     Models from ``--pretrained`` carry their tag's preprocessing. Heads for another number of classes
     were already left fresh by the loader; heads trained on other
@@ -104,11 +105,15 @@ def start_from_checkpoint(config, model):
     """
     if not config.weights and not config.pretrained:
         return config
-    saved_classes = read_metadata(config.weights).get("class_names") if config.weights else None
+    saved = read_metadata(config.weights) if config.weights else {}
+    saved_classes = saved.get("class_names")
     if saved_classes and len(saved_classes) == model.num_classes and list(saved_classes) != list(model.class_names):
         log.info("%s was trained on other classes (%s): training fresh heads", config.weights,
                  ", ".join(saved_classes[:5]) + (" ..." if len(saved_classes) > 5 else ""))
         model.reset_classifier(model.num_classes)
+    saved_size = (saved.get("preprocessing") or {}).get("crop")
+    if config.image_size is None and saved_size and config.weights_origin == "auto":
+        config = replace(config, image_size=int(saved_size))  # the size its features were learned at
     if config.mean is not None and config.std is not None:
         return config
     expected = preprocessing_for(model, config.weights_origin, config.weights)

@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as F
 import yaml
 from _training_data import bar_images
+from PIL import Image
 from test_data import write_idx_set
 
 import inceptorch
@@ -34,11 +35,16 @@ def idx_root(tmp_path_factory):
         for split, count, seed in (("train", 40, 0), ("test", TEST_IMAGES, 1)):
             images, labels = bar_images(count, seed=seed)
             write_idx_set(root / folder / "raw", split, images, labels.astype(np.uint8), compressed=True)
+    images, labels = bar_images(30, seed=2, size=32)  # CIFAR-10 as image files: cifar10/train/<class>/
+    for i, (image, label) in enumerate(zip(images, labels)):
+        (root / "cifar10" / "train" / f"class{label}").mkdir(parents=True, exist_ok=True)
+        Image.fromarray(np.stack([image] * 3, -1)).save(root / "cifar10" / "train" / f"class{label}" / f"{i}.png")
     return root
 
 
 def test_the_issue_recipes_are_shipped():
-    assert {"fashion-mnist-fast", "fashion-mnist-best", "mnist-fast", "fashion-mnist-d2l"} <= set(RECIPES)
+    assert {"fashion-mnist-fast", "fashion-mnist-best", "mnist-fast", "fashion-mnist-d2l",
+            "cifar10-fast"} <= set(RECIPES)
 
 
 @pytest.mark.parametrize("name", RECIPES)
@@ -48,7 +54,8 @@ def test_recipe_sets_only_known_options_and_they_apply(name):
     config = resolve({"recipe": name})
     for key, value in options.items():
         assert getattr(config, key) == (tuple(value) if isinstance(value, list) else value), key
-    assert config.val_split == 10_000  # the held-out set the benchmark and the issue's targets use
+    # the held-out sets the benchmarks and the issues' targets use
+    assert config.val_split == (5_000 if name == "cifar10-fast" else 10_000)
 
 
 def test_d2l_recipe_is_the_books():
@@ -75,7 +82,7 @@ def test_recipe_trains_a_few_steps(name, idx_root, tmp_path):
     meta = read_metadata(result.run_dir / "last.safetensors")
     options = recipe_options(name)
     assert meta["model"] == options["model"]
-    assert meta["preprocessing"]["crop"] == options.get("image_size", 28)
+    assert meta["preprocessing"]["crop"] == options.get("image_size", 32 if options["data"] == "cifar10" else 28)
     saved = json.loads((result.run_dir / "config.json").read_text())
     assert saved["recipe"] == name and saved["lr"] == options["lr"]
 
