@@ -8,6 +8,11 @@ Memory allocators (jemalloc, tcmalloc) can only be swapped at process start: tho
 child processes started in turn with ``LD_PRELOAD``, each timing the bf16 path, medians over rounds.
 
     python benchmarks/train_speed.py [--width 0.375] [--repeats 5] [--no-compile]
+
+What paid on a 2-core Xeon with AMX (benchmarks/results/train_speed_table.txt): bf16 autocast, 1.33x
+at batch 128 and 1.37x at batch 256 (batch 512: 1.18x). What did not: torch.compile of the step took
+284 s to compile and ran at 0.54x of the eager bf16 step (one run on heavily shared cores);
+jemalloc and tcmalloc were no faster than glibc's malloc. The batch pipeline costs under 1 %.
 """
 
 import argparse
