@@ -392,8 +392,10 @@ def _stack_decoded(items) -> tuple[torch.Tensor, list]:
 
 
 def _image_size(path: Path) -> tuple[int, int] | None:
+    """The size a file's header announces, or None for a file ``read_image`` will name as unreadable
+    (a decompression bomb included: its header is all that is read here)."""
     try:
         with Image.open(path) as opened:
             return opened.size
-    except OSError:
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError):
         return None
