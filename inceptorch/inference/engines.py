@@ -47,12 +47,13 @@ class OpenVINORunner:
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         shape = tuple(x.shape)
-        request = self._requests.pop(shape, None)
-        if request is None:
-            request = openvino_compiled(self.ov_model, shape, self.config).create_infer_request()
+        compiled, request = self._requests.pop(shape, (None, None))
+        if request is None:  # the compiled model is kept with its request: the request needs it alive
+            compiled = openvino_compiled(self.ov_model, shape, self.config)
+            request = compiled.create_infer_request()
             if len(self._requests) >= self.shapes_kept:
                 self._requests.pop(next(iter(self._requests)))
-        self._requests[shape] = request
+        self._requests[shape] = compiled, request
         request.infer({0: x.contiguous().numpy()})
         return torch.from_numpy(request.get_output_tensor(0).data.copy())  # the request reuses its buffer
 

@@ -2,6 +2,7 @@
 
 import contextlib
 import copy
+import functools
 import logging
 import os
 import sys
@@ -127,8 +128,15 @@ def openvino_compiled(ov_model, shape, config: dict | None = None):
     ov = require("openvino", "OpenVINO")
     ov_model = ov_model.clone()
     ov_model.reshape(ov.PartialShape(list(shape)))
-    return ov.Core().compile_model(ov_model, "CPU", {"INFERENCE_NUM_THREADS": torch.get_num_threads(),
-                                                      **(config or {})})
+    return _openvino_core(ov).compile_model(ov_model, "CPU", {"INFERENCE_NUM_THREADS": torch.get_num_threads(),
+                                                              **(config or {})})
+
+
+@functools.cache
+def _openvino_core(ov):
+    """One OpenVINO Core for the process: its plugins then outlive every model compiled with them,
+    whatever order the garbage collector frees those in."""
+    return ov.Core()
 
 
 def _write_openvino(model: nn.Module, x: torch.Tensor, path: Path, dynamic_batch: bool) -> None:
