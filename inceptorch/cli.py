@@ -94,7 +94,6 @@ def _engine_choice(args) -> dict | None:
 
 def _inference_model(args):
     """The checkpoint's model on the chosen device, and its preprocessing."""
-
     model, preprocessing = load_for_inference(args.weights, args.model, origin=args.weights_origin,
                                               image_size=args.image_size, pretrained=args.pretrained)
     device = "cpu" if _engine_choice(args) and args.device == "auto" else args.device
@@ -116,8 +115,6 @@ def _warn_unreadable(failures) -> None:
 
 
 def _run_predict(args) -> int:
-
-
     model, preprocessing = _inference_model(args)
     model = _optimized(args, model, preprocessing)
     results = predict(model, args.images, topk=args.topk, preprocessing=preprocessing, batch_size=args.batch_size)
@@ -148,9 +145,6 @@ def add_predict(sub):
 
 
 def _run_embed(args) -> int:
-
-
-
     out = Path(args.out)
     if out.suffix not in (".npy", ".csv"):
         raise ConfigError(f"--out {out} must end in .npy or .csv: choose the file format by its suffix")
@@ -185,7 +179,6 @@ def add_embed(sub):
 
 
 def _run_summary(args) -> int:
-
     model = model_for_input(args.model, args.input, num_classes=args.num_classes)
     result = summary(model, args.input, depth=args.depth)
     if args.format == "json":
@@ -218,7 +211,6 @@ def add_summary(sub):
 
 
 def _run_compare(args) -> int:
-
     if args.out and Path(args.out).suffix.lower() != ".html":
         raise ConfigError(f"--out {args.out} must end in .html (for a picture, use --plot FILE.png)")
     result = compare(args.models, args.input, bench=args.bench)
@@ -309,7 +301,6 @@ def _add_config_flags(p) -> None:
 
 
 def _run_train(args, start=None) -> int:
-
     options = {k: v for k, v in vars(args).items() if k not in ("run", "command")}
     result = (start or train)(options)
     last = result.metrics
@@ -382,7 +373,6 @@ def add_evaluate(sub):
 
 
 def _run_finetune(args) -> int:
-
     return _run_train(args, start=finetune)
 
 
@@ -398,7 +388,6 @@ def add_finetune(sub):
 
 
 def _run_export(args) -> int:
-
     if args.weights or args.pretrained:
         model, _ = load_for_inference(args.weights, args.model, pretrained=args.pretrained)
         if getattr(model, "model_name", args.model) != args.model:
@@ -453,8 +442,6 @@ def _batch_sizes(text: str) -> tuple[int, ...]:
 
 
 def _run_bench(args) -> int:
-
-
     report = benchmark(args.models, batches=args.batch, train_batches=args.batch if args.train else (),
                        input_size=args.input, threads=args.threads, peak_gflops=args.peak_gflops,
                        repeats=args.repeats, compile=args.compile, onnx=not args.no_onnx,
