@@ -32,6 +32,17 @@ def cpu_flags() -> frozenset[str]:
     return frozenset((_cpuinfo_field("flags") or "").split())
 
 
+# The same extensions by the names benchmark tables use (AMX and VNNI each stand for two flags).
+ISA_NAMES = {"AVX2": ("avx2",), "AVX-512": ("avx512f",), "AVX512-BF16": ("avx512_bf16",),
+             "AMX": ("amx_bf16", "amx_int8"), "VNNI": ("avx512_vnni", "avx_vnni")}
+
+
+def isa_names(flags=None) -> list[str]:
+    """Which of AVX2, AVX-512, AVX512-BF16, AMX and VNNI the CPU has (empty where /proc/cpuinfo is not)."""
+    flags = cpu_flags() if flags is None else flags
+    return [name for name, names in ISA_NAMES.items() if flags.intersection(names)]
+
+
 def isa_flags(flags=None) -> dict[str, bool]:
     """Which of ``ISA_FLAGS`` the CPU has (``flags``: the CPU's own by default)."""
     flags = cpu_flags() if flags is None else flags

@@ -1,10 +1,10 @@
 """Fast inference: ``optimize_for_inference`` (torch, onnxruntime, OpenVINO; fp32, bf16, int8, auto),
 export to ONNX, OpenVINO IR and TorchScript, and the benchmark."""
 
-from ..cpu import cpu_name
+from ..cpu import cpu_name, isa_names
 from .bench import BenchReport, BenchRow, benchmark, reference_model
 from .choose import BACKENDS, PRECISIONS, optimize_for_inference
-from .cpu import isa_names, measured_peak_gflops
+from .cpu import measured_peak_gflops
 from .export import EXPORT_FORMATS, ExportResult, export
 from .optimize import FusedConv2d, InferenceModel, bf16_supported, fuse_convolutions
 

@@ -20,12 +20,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..analysis import count_macs, full_input_size
-from ..cpu import cpu_name
+from ..cpu import cpu_name, isa_names
 from ..errors import ConfigError, InceptorchError
 from ..models import create_model
 from ..tables import text_table
 from .choose import BACKENDS, build_path, candidates, top1_agreement
-from .cpu import isa_names, measured_peak_gflops
+from .cpu import measured_peak_gflops
 from .optimize import bf16_supported
 
 log = logging.getLogger("inceptorch")

@@ -17,9 +17,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ..cpu import cpu_name
+from ..cpu import cpu_name, isa_names
 from ..errors import ConfigError
-from .cpu import isa_names
 from .engines import ENGINE_PRECISIONS, engine_model
 from .extras import available
 from .optimize import InferenceModel, bf16_supported, torch_model

@@ -1,25 +1,12 @@
-"""The CPU in inference records: its ISA by the names the issue tables use, and its measured peak.
+"""The CPU's practical peak, measured: what the benchmark's share-of-peak columns divide by.
 
-The flags themselves are read once, by ``inceptorch.cpu``; this module names the ones that decide
-which inference path is fastest, and measures the practical peak those paths are compared with.
+Its name and ISA come from ``inceptorch.cpu``.
 """
 
 import statistics
 import time
 
 import torch
-
-from ..cpu import cpu_flags
-
-# the ISA extensions that decide which inference path is fastest, by their /proc/cpuinfo flags
-ISA_NAMES = {"AVX2": ("avx2",), "AVX-512": ("avx512f",), "AVX512-BF16": ("avx512_bf16",),
-             "AMX": ("amx_bf16", "amx_int8"), "VNNI": ("avx512_vnni", "avx_vnni")}
-
-
-def isa_names() -> list[str]:
-    """Which of AVX2, AVX-512, AVX512-BF16, AMX and VNNI the CPU has (empty where /proc/cpuinfo is not)."""
-    flags = cpu_flags()
-    return [name for name, names in ISA_NAMES.items() if flags.intersection(names)]
 
 
 def measured_peak_gflops(dtype: torch.dtype = torch.float32, side: int = 4096, repeats: int = 3) -> float:
