@@ -56,9 +56,11 @@ def torch_int8(model: nn.Module, example_input: torch.Tensor, batches: list[torc
     from torchao.quantization.pt2e.quantizer import x86_inductor_quantizer as x86
 
     body = copy.deepcopy(model).eval()  # batch norm unfolded: PT2E folds it itself
-    batch = torch.export.Dim.AUTO
+    traced = example_input.float()
+    if len(traced) == 1:  # export would fix the batch at 1, and the calibration batches are larger
+        traced = traced.expand(2, *traced.shape[1:])
     with torch.no_grad():
-        exported = torch.export.export(body, (example_input.float(),), dynamic_shapes=({0: batch},)).module()
+        exported = torch.export.export(body, (traced,), dynamic_shapes=({0: torch.export.Dim.AUTO},)).module()
         quantizer = x86.X86InductorQuantizer().set_global(x86.get_default_x86_inductor_quantization_config())
         prepared = prepare_pt2e(exported, quantizer)
         for x in batches:
