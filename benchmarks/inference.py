@@ -167,7 +167,7 @@ def main() -> None:
     parser.add_argument("--data-root", type=Path, default=os.environ.get("INCEPTORCH_DATA", ROOT.parent / "shared" / "data"),
                         help="the real data (default: $INCEPTORCH_DATA, else ../shared/data)")
     parser.add_argument("--fashion-epochs", type=int, default=2)
-    parser.add_argument("--catdog-epochs", type=int, default=3)
+    parser.add_argument("--catdog-epochs", type=int, default=8)
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "inference.json")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")

@@ -1,0 +1,85 @@
+"""Arguments several commands share: sizes, weights, engines, and running a checkpoint on image files."""
+
+import argparse
+import sys
+
+from ..config import WEIGHT_ORIGINS
+from ..inference import BACKENDS, PRECISIONS
+from ..predict import load_for_inference, optimized_for_images
+from ..training import pick_device
+
+
+def input_size(text: str) -> tuple[int, ...]:
+    """'224', '3x224x224' or '1x3x224x224' -> a shape tuple (channels and batch filled in later)."""
+    try:
+        dims = tuple(int(d) for d in text.lower().split("x"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"'{text}' is not a size like 224, 3x224x224 or 1x3x224x224") from None
+    if not 1 <= len(dims) <= 4 or min(dims) < 1:
+        raise argparse.ArgumentTypeError(f"'{text}' is not a size like 224, 3x224x224 or 1x3x224x224")
+    return dims
+
+
+def add_pretrained(p) -> None:
+    p.add_argument("--pretrained", nargs="?", const=True, default=False, metavar="TAG",
+                   help="published weights instead of --weights: the model's default, or a tag "
+                        "(see: inceptorch weights), from the local cache or downloaded once")
+
+
+def add_checkpoint_options(p) -> None:
+    """Options shared by the commands that run a checkpoint on image files."""
+    p.add_argument("--weights", metavar="CKPT",
+                   help="checkpoint: inceptorch's own, or a torchvision/timm file together with --model")
+    p.add_argument("--model", help="model name, for checkpoints that do not name theirs (torchvision, timm) "
+                                   "and for --pretrained")
+    add_pretrained(p)
+
+    p.add_argument("--weights-origin", default="auto", choices=WEIGHT_ORIGINS,
+                   help="whose preprocessing the weights expect (auto: the checkpoint's own, else the "
+                        "model's layout)")
+    p.add_argument("--image-size", type=int, help="crop side in pixels (default: the checkpoint's)")
+    p.add_argument("--batch-size", type=int, default=16, help="images per forward pass")
+    p.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    add_engine_options(p, "the images given")
+    p.add_argument("images", nargs="+", metavar="IMAGE_OR_FOLDER", help="image files, or folders of them")
+
+
+def add_engine_options(p, calibration_default: str) -> None:
+    """--backend, --precision and --calibration: optimize_for_inference's choices, on the CPU."""
+    p.add_argument("--backend", choices=BACKENDS,
+                   help="run on the CPU through torch, onnxruntime or openvino (the [onnx] and [openvino] "
+                        "extras), or auto: the fastest that keeps the predictions (default: eager PyTorch)")
+    p.add_argument("--precision", choices=PRECISIONS,
+                   help="fp32 (default), bf16 (CPUs with AVX512-BF16 or AMX), int8 (calibrated) or auto")
+    p.add_argument("--calibration", metavar="FOLDER",
+                   help=f"images to calibrate int8 on, a few hundred (default: {calibration_default})")
+
+
+def engine_choice(args) -> dict | None:
+    """optimize_for_inference's backend and precision from the flags, or None for eager PyTorch."""
+    if args.backend is None and args.precision is None:
+        return None
+    return {"backend": args.backend or "torch", "precision": args.precision or "fp32"}
+
+
+def inference_model(args):
+    """The checkpoint's model on the chosen device, and its preprocessing."""
+    model, preprocessing = load_for_inference(args.weights, args.model, origin=args.weights_origin,
+                                              image_size=args.image_size, pretrained=args.pretrained)
+    device = "cpu" if engine_choice(args) and args.device == "auto" else args.device
+    return model.to(pick_device(device)), preprocessing
+
+
+def optimized(args, model, preprocessing, features: bool = False):
+    """The model the flags ask for, prepared on the first batch of the images to run."""
+    choice = engine_choice(args)
+    if choice is None:
+        return model
+    return optimized_for_images(model, args.images, preprocessing=preprocessing, batch_size=args.batch_size,
+                                calibration=args.calibration, features=features, **choice)
+
+
+def warn_unreadable(failures) -> None:
+    for failure in failures:
+        print(f"inceptorch: warning: {failure.error}", file=sys.stderr)
+

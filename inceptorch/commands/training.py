@@ -1,0 +1,119 @@
+"""Commands that train and score: train, finetune, evaluate."""
+
+import argparse
+import json
+from dataclasses import MISSING, fields
+
+import torch
+
+from ..config import TrainConfig
+from ..engine import evaluate, finetune, train
+from ..inference import optimize_for_inference
+from ..predict import load_for_inference, optimized_for_images
+from .options import add_engine_options, add_pretrained, engine_choice
+
+
+def _add_config_flags(p) -> None:
+    """One flag per ``TrainConfig`` field. Only the flags given reach the config, so a recipe (or the
+    run being resumed) supplies the rest."""
+    for f in fields(TrainConfig):
+        flag = "--" + f.name.replace("_", "-")
+        default = f.default if f.default is not MISSING else None
+        shown = f" (default: {default})" if default not in (None, "", False) else ""
+        if "const" in f.metadata:  # a flag whose value may be left out
+            p.add_argument(flag, nargs="?", const=f.metadata["const"], default=argparse.SUPPRESS,
+                           metavar=f.metadata["metavar"], help=f.metadata["help"])
+        elif f.type in (bool, bool | str, bool | None):  # amp's auto is for recipes; --amp and --no-amp choose
+            p.add_argument(flag, action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS,
+                           help=f.metadata["help"])
+        else:
+            p.add_argument(flag, default=argparse.SUPPRESS, metavar=f.metadata.get("metavar") or f.name.upper(),
+                           help=f.metadata["help"] + shown)
+
+
+def _run_train(args, start=None) -> int:
+    options = {k: v for k, v in vars(args).items() if k not in ("run", "command")}
+    result = (start or train)(options)
+    last = result.metrics
+    print(f"val acc {last['val_acc']:.4f} after {last['epoch']} epochs (best {result.best_val_acc:.4f} at epoch "
+          f"{result.best_epoch}); run folder {result.run_dir}")
+    return 0
+
+
+def add_train(sub):
+    p = sub.add_parser("train", help="train a model (default: on the built-in sample, offline)",
+                       description="Trains MODEL on DATA and writes a run folder: config, metrics, curves, "
+                                   "checkpoints, log. Options come from the defaults, then --recipe, then "
+                                   "the flags given. Under torchrun every process runs the same command.")
+    _add_config_flags(p)
+    p.set_defaults(run=_run_train)
+
+
+def _run_evaluate(args) -> int:
+    runner, device = None, args.device
+    if engine_choice(args):
+        net, preprocessing = load_for_inference(args.weights, args.model, pretrained=args.pretrained)
+        if args.calibration:
+            runner = optimized_for_images(net, args.calibration, preprocessing=preprocessing, **engine_choice(args))
+        else:
+            example = torch.randn(min(args.batch_size, 16), net.in_chans, preprocessing.crop, preprocessing.crop)
+            runner = optimize_for_inference(net, example, **engine_choice(args))
+        device = "cpu"
+    result = evaluate(args.weights, args.data, split=args.split, data_root=args.data_root,
+                      val_split=args.val_split, batch_size=args.batch_size, device=device,
+                      workers=args.workers, strict=args.strict, test_flip=args.test_flip, model=args.model,
+                      pretrained=args.pretrained, runner=runner)
+    if args.format == "json":
+        print(json.dumps(vars(result), indent=1))
+        return 0
+    print(f"accuracy {result.accuracy:.4f} on {result.num_images} images (loss {result.loss:.4f})\n")
+    width = max(len(c) for c in result.classes)
+    print(f"{'class':<{width}}  precision  recall     f1  support")
+    for name, row in result.per_class.items():
+        print(f"{name:<{width}}  {row['precision']:9.4f}  {row['recall']:6.4f}  {row['f1']:5.4f}  "
+              f"{row['support']:7d}")
+    cell = max(4, len(str(max(max(r) for r in result.confusion))) + 1)
+    print("\nconfusion matrix (rows: true class, columns: predicted, in the order above)")
+    for name, row in zip(result.classes, result.confusion):
+        print(f"{name:<{width}}  " + "".join(f"{v:>{cell}}" for v in row))
+    return 0
+
+
+def add_evaluate(sub):
+    p = sub.add_parser("evaluate", help="accuracy, per-class precision/recall and confusion matrix of a checkpoint",
+                       description="Scores an inceptorch checkpoint; the model and its preprocessing come from "
+                                   "the checkpoint, the data by default too (the validation images it was "
+                                   "trained beside).")
+    p.add_argument("--weights", metavar="CKPT", help="an inceptorch .safetensors checkpoint")
+    p.add_argument("--model", help="model name, with --pretrained")
+    add_pretrained(p)
+    p.add_argument("--data", help="builtin, mnist, fashion-mnist, cifar10, a .npz file or an image folder "
+                                  "(default: the checkpoint's)")
+    p.add_argument("--data-root", help="folder holding a local copy of mnist, fashion-mnist or cifar10")
+    p.add_argument("--split", choices=("val", "test"), default="val")
+    p.add_argument("--val-split", type=float, help="held-out part of the training data (default: the checkpoint's)")
+    p.add_argument("--batch-size", type=int, default=256)
+    p.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    p.add_argument("--workers", type=int, default=2, help="data loader processes for image folders")
+    p.add_argument("--strict", action="store_true", help="stop on an unreadable image instead of skipping it")
+    p.add_argument("--test-flip", action="store_true",
+                   help="average each image's logits with its mirror image's (as --test-flip in training)")
+    p.add_argument("--format", choices=("table", "json"), default="table")
+    add_engine_options(p, "none: int8 needs it")
+    p.set_defaults(run=_run_evaluate)
+
+
+def _run_finetune(args) -> int:
+    return _run_train(args, start=finetune)
+
+
+def add_finetune(sub):
+    p = sub.add_parser("finetune", help="fine-tune a pretrained model on an image folder (or any train data)",
+                       description="Train with a pretrained backbone: --pretrained [TAG] (published weights, "
+                                   "see inceptorch weights) or --weights CKPT (inceptorch, torchvision "
+                                   "or timm) is required, --freeze defaults to backbone (only the heads "
+                                   "train), and --unfreeze-after EPOCHS adds a second phase that trains "
+                                   "everything, the freed layers at --lr-unfrozen. Every train option applies.")
+    _add_config_flags(p)
+    p.set_defaults(run=_run_finetune)
+
