@@ -186,9 +186,9 @@ def main(argv=None) -> int:
     out = Path(args.json or RESULTS / f"time_to_accuracy_{Path(args.recipe).stem}.json")
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=1))
-    print()
-    print(report(result))
-    print(f"\nwritten: {out}")
+    text = report(result)
+    out.with_name(out.stem + "_table.txt").write_text(text + "\n")
+    print(f"\n{text}\n\nwritten: {out} and its _table.txt")
     return 0
 
 
