@@ -5,7 +5,9 @@ Nesterov momentum) on a fixed 1x28x28 batch, built once and then timed in rounds
 path in turn (``inceptorch.inference.bench.time_interleaved``: medians over rounds). Ratios are
 against the first path, float32 in channels-last format at batch 128, the previous recipes' setting.
 Memory allocators (jemalloc, tcmalloc) can only be swapped at process start: those rows come from
-child processes started in turn with ``LD_PRELOAD``, each timing the bf16 path, medians over rounds.
+child processes started in turn with ``LD_PRELOAD``, each timing the recipes' precision (what
+``amp: auto`` picks on this CPU: bf16 autocast with AVX512-BF16 or AMX, fp32 elsewhere), medians over
+rounds; the batch-size and compile rows use that precision too.
 
     python benchmarks/train_speed.py [--width 0.375] [--repeats 5] [--no-compile]
 
@@ -13,6 +15,9 @@ What paid on a 2-core Xeon with AMX (benchmarks/results/train_speed_table.txt): 
 at batch 128 and 1.37x at batch 256 (batch 512: 1.18x). What did not: torch.compile of the step took
 284 s to compile and ran at 0.54x of the eager bf16 step (one run on heavily shared cores);
 jemalloc and tcmalloc were no faster than glibc's malloc. The batch pipeline costs under 1 %.
+On a 2-core AMD EPYC with AVX2 only (benchmarks/results/train_speed_avx2_table.txt) bf16 autocast is
+emulated and runs at 0.14x of fp32, which is why ``amp: auto`` stays in fp32 there; batch 256 gave
+1.10x; torch.compile of the fp32 step took 130 s and ran at 0.78x of eager (0.87x at batch 256).
 """
 
 import argparse
@@ -76,12 +81,13 @@ def batch_pipeline(batch: int):
 
 def paths(width: float, compile: bool) -> list[dict]:
     """The techniques timed in this process: (name, batch, the step function, setup seconds)."""
+    bf16, name = recipe_precision()
     rows = [("fp32 channels-last (reference)", 128, False, False),
             ("bf16 autocast", 128, True, False),
-            ("bf16 autocast, batch 256 (lr x2)", 256, True, False),
-            ("bf16 autocast, batch 512 (lr x4)", 512, True, False)]
+            (f"{name}, batch 256 (lr x2)", 256, bf16, False),
+            (f"{name}, batch 512 (lr x4)", 512, bf16, False)]
     if compile:
-        rows.append(("bf16 autocast + torch.compile", 128, True, True))
+        rows.append((f"{name} + torch.compile", 128, bf16, True))
     built = []
     for name, batch, bf16, compiled in rows:
         print(f"building: {name}", flush=True)
@@ -92,12 +98,18 @@ def paths(width: float, compile: bool) -> list[dict]:
     return built
 
 
+def recipe_precision() -> tuple[bool, str]:
+    """What ``amp: auto`` picks here: bf16 autocast where the CPU computes bf16 natively (AVX512-BF16,
+    AMX), float32 elsewhere (on AVX2 alone bf16 is emulated, several times slower than fp32)."""
+    return (True, "bf16 autocast") if fast_bf16() else (False, "fp32")
+
+
 def find_library(name: str) -> str | None:
     return next((str(Path(d) / name) for d in LIBRARY_DIRS if (Path(d) / name).is_file()), None)
 
 
 def allocator_rows(width: float, rounds: int) -> list[dict]:
-    """The bf16 step under each memory allocator found, one child process per (round, allocator)."""
+    """The recipes' step under each memory allocator found, one child process per (round, allocator)."""
     preloads = {"glibc malloc": None}
     for name, library in ALLOCATORS.items():
         path = find_library(library)
@@ -112,14 +124,14 @@ def allocator_rows(width: float, rounds: int) -> list[dict]:
             out = subprocess.run([sys.executable, __file__, "--child", "--width", str(width)], env=env,
                                  capture_output=True, text=True, check=True, cwd=ROOT).stdout
             samples[name].append(float(out.strip().splitlines()[-1]))
-    return [{"path": f"bf16 autocast, {name}", "batch": 128, "images_per_s": statistics.median(rates),
+    return [{"path": f"{recipe_precision()[1]}, {name}", "batch": 128, "images_per_s": statistics.median(rates),
              "setup_s": 0.0} for name, rates in samples.items()]
 
 
 def child_rate(width: float) -> float:
-    """Images/s of the bf16 step in this process (its allocator is whatever LD_PRELOAD gave it)."""
-    step, _ = training_step(width, 128, True, False)
-    seconds = time_interleaved({"bf16": step}, repeats=3)["bf16"]
+    """Images/s of the recipes' step in this process (its allocator is whatever LD_PRELOAD gave it)."""
+    step, _ = training_step(width, 128, recipe_precision()[0], False)
+    seconds = time_interleaved({"step": step}, repeats=3)["step"]
     return 128 / seconds
 
 
