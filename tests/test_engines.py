@@ -202,8 +202,11 @@ def test_cli_export_openvino_and_predict_embed_with_backends(model, tmp_path, ca
                      *flags]) == 0
         runs[" ".join(flags)] = [r["top"][0]["class"] for r in json.loads(capsys.readouterr().out)]
     eager = runs.pop("")
+    # The random network's margins are small, and int8 kernels differ by CPU: 18 of 20 on an AVX2-only
+    # EPYC (OpenVINO quantizes more coarsely without VNNI), 19 or 20 with AVX-512; a broken path agrees
+    # on a few only.
     for flags, classes in runs.items():
-        assert sum(a == b for a, b in zip(classes, eager)) >= 19, flags
+        assert sum(a == b for a, b in zip(classes, eager)) >= (16 if "int8" in flags else 19), flags
     for flags in ([], ["--backend", "openvino"]):
         assert main(["embed", "--weights", str(weights), str(folder), "--out", str(tmp_path / "f.npy"), *flags]) == 0
         runs[f"embed {flags}"] = np.load(tmp_path / "f.npy")
