@@ -39,7 +39,7 @@ from inceptorch.data import augment_batch, shape_batch
 from inceptorch.images import Preprocessing
 from inceptorch.inference.bench import time_interleaved
 from inceptorch.tables import text_table
-from inceptorch.training import make_optimizer, training_loss
+from inceptorch.training import autocast_dtype, make_optimizer, training_loss
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
@@ -81,13 +81,13 @@ def batch_pipeline(batch: int):
 
 def paths(width: float, compile: bool) -> list[dict]:
     """The techniques timed in this process: (name, batch, the step function, setup seconds)."""
-    bf16, name = recipe_precision()
+    recipe_bf16, precision = recipe_precision()
     rows = [("fp32 channels-last (reference)", 128, False, False),
             ("bf16 autocast", 128, True, False),
-            (f"{name}, batch 256 (lr x2)", 256, bf16, False),
-            (f"{name}, batch 512 (lr x4)", 512, bf16, False)]
+            (f"{precision}, batch 256 (lr x2)", 256, recipe_bf16, False),
+            (f"{precision}, batch 512 (lr x4)", 512, recipe_bf16, False)]
     if compile:
-        rows.append((f"{name} + torch.compile", 128, bf16, True))
+        rows.append((f"{precision} + torch.compile", 128, recipe_bf16, True))
     built = []
     for name, batch, bf16, compiled in rows:
         print(f"building: {name}", flush=True)
@@ -99,9 +99,10 @@ def paths(width: float, compile: bool) -> list[dict]:
 
 
 def recipe_precision() -> tuple[bool, str]:
-    """What ``amp: auto`` picks here: bf16 autocast where the CPU computes bf16 natively (AVX512-BF16,
-    AMX), float32 elsewhere (on AVX2 alone bf16 is emulated, several times slower than fp32)."""
-    return (True, "bf16 autocast") if fast_bf16() else (False, "fp32")
+    """Whether the recipes' ``amp: auto`` trains in bf16 on this CPU (the engine's own rule: where
+    bf16 is native, AVX512-BF16 or AMX), and that precision's name for the rows."""
+    bf16 = autocast_dtype(TrainConfig(amp="auto"), torch.device("cpu")) is not None
+    return bf16, "bf16 autocast" if bf16 else "fp32"
 
 
 def find_library(name: str) -> str | None:
@@ -124,7 +125,8 @@ def allocator_rows(width: float, rounds: int) -> list[dict]:
             out = subprocess.run([sys.executable, __file__, "--child", "--width", str(width)], env=env,
                                  capture_output=True, text=True, check=True, cwd=ROOT).stdout
             samples[name].append(float(out.strip().splitlines()[-1]))
-    return [{"path": f"{recipe_precision()[1]}, {name}", "batch": 128, "images_per_s": statistics.median(rates),
+    precision = recipe_precision()[1]
+    return [{"path": f"{precision}, {name}", "batch": 128, "images_per_s": statistics.median(rates),
              "setup_s": 0.0} for name, rates in samples.items()]
 
 
