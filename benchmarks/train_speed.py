@@ -4,12 +4,15 @@ Each path is one whole training step (forward, cross-entropy with label smoothin
 Nesterov momentum) on a fixed 1x28x28 batch, built once and then timed in rounds that visit every
 path in turn (``inceptorch.inference.bench.time_interleaved``: medians over rounds). Ratios are
 against the first path, float32 in channels-last format at batch 128, the previous recipes' setting.
-Memory allocators (jemalloc, tcmalloc) can only be swapped at process start: those rows come from
-child processes started in turn with ``LD_PRELOAD``, each timing the recipes' precision (what
+Thread counts, OpenMP thread binding and memory allocators (jemalloc, tcmalloc) are fixed when a
+process starts: those rows come from child processes started in turn with the environment variable
+set (``OMP_NUM_THREADS``, ``OMP_PROC_BIND``, ``LD_PRELOAD``), each timing the recipes' precision (what
 ``amp: auto`` picks on this CPU: bf16 autocast with AVX512-BF16 or AMX, fp32 elsewhere), medians over
-rounds; the batch-size and compile rows use that precision too.
+rounds; the batch-size, fused BN-ReLU and compile rows use that precision too. "Fused BN-ReLU" is
+each batch normalization and its ReLU compiled into one kernel by torch.compile, the convolutions
+left to oneDNN: the fusion alone, without compiling the whole step.
 
-    python benchmarks/train_speed.py [--width 0.375] [--repeats 5] [--no-compile]
+    python benchmarks/train_speed.py [--width 0.375] [--repeats 5] [--no-compile] [--process-rounds 3]
 
 What paid on a 2-core Xeon with AMX (benchmarks/results/train_speed_table.txt): bf16 autocast, 1.33x
 at batch 128 and 1.37x at batch 256 (batch 512: 1.18x). What did not: torch.compile of the step took
@@ -17,7 +20,8 @@ at batch 128 and 1.37x at batch 256 (batch 512: 1.18x). What did not: torch.comp
 jemalloc and tcmalloc were no faster than glibc's malloc. The batch pipeline costs under 1 %.
 On a 2-core AMD EPYC with AVX2 only (benchmarks/results/train_speed_avx2_table.txt) bf16 autocast is
 emulated and runs at 0.14x of fp32, which is why ``amp: auto`` stays in fp32 there; batch 256 gave
-1.10x; torch.compile of the fp32 step took 130 s and ran at 0.78x of eager (0.87x at batch 256).
+1.10x; torch.compile of the fp32 step took 130 s and ran at 0.78x of eager (0.87x at batch 256);
+BN-ReLU fused by torch.compile ran at 0.63x (91 s to compile).
 """
 
 import argparse
@@ -31,6 +35,7 @@ import time
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 
 from inceptorch import create_model
 from inceptorch.config import TrainConfig
@@ -38,6 +43,7 @@ from inceptorch.cpu import cpu_name, fast_bf16, isa_flags
 from inceptorch.data import augment_batch, shape_batch
 from inceptorch.images import Preprocessing
 from inceptorch.inference.bench import time_interleaved
+from inceptorch.models.layers import ConvBNAct
 from inceptorch.tables import text_table
 from inceptorch.training import autocast_dtype, make_optimizer, training_loss
 
@@ -48,14 +54,30 @@ LIBRARY_DIRS = ("/usr/lib/x86_64-linux-gnu", "/usr/lib/aarch64-linux-gnu", "/usr
 PREP = Preprocessing(28, 28, (0.286,), (0.353,))  # Fashion-MNIST's mean and std
 
 
-def training_step(width: float, batch: int, bf16: bool, compiled: bool, lr: float = 0.1):
+def batch_norm_relu(bn: torch.nn.BatchNorm2d, x: torch.Tensor) -> torch.Tensor:
+    """Training-mode batch normalization and ReLU as one function, for torch.compile to fuse."""
+    return F.relu(F.batch_norm(x, bn.running_mean, bn.running_var, bn.weight, bn.bias, True, bn.momentum, bn.eps))
+
+
+def fuse_bn_relu(model: torch.nn.Module) -> None:
+    """Runs each ConvBNAct's BN and ReLU as one compiled kernel after its (eager, oneDNN) convolution."""
+    fused = torch.compile(batch_norm_relu, dynamic=False)
+    torch._dynamo.config.cache_size_limit = 64  # one compiled kernel per activation shape
+    for unit in model.modules():
+        if isinstance(unit, ConvBNAct):
+            unit.forward = lambda x, unit=unit: fused(unit.bn, unit.conv(x))
+
+
+def training_step(width: float, batch: int, bf16: bool, compiled: str | None, lr: float = 0.1):
     """A function of nothing running one training step, and the seconds its first call took (with
-    ``compiled``, the compilation of forward and backward)."""
+    ``compiled``, "step" or "bn-relu", the compilation of forward and backward)."""
     torch.manual_seed(0)
     model = create_model("googlenet_small", num_classes=10, in_chans=1, width=width)
+    if compiled == "bn-relu":
+        fuse_bn_relu(model)
     model.to(memory_format=torch.channels_last).train()
     optimizer = make_optimizer(model, TrainConfig(lr=lr, nesterov=True))
-    forward = torch.compile(model) if compiled else model
+    forward = torch.compile(model) if compiled == "step" else model
     x = torch.randn(batch, 1, 28, 28).contiguous(memory_format=torch.channels_last)
     y = torch.randint(0, 10, (batch,))
 
@@ -82,12 +104,13 @@ def batch_pipeline(batch: int):
 def paths(width: float, compile: bool) -> list[dict]:
     """The techniques timed in this process: (name, batch, the step function, setup seconds)."""
     recipe_bf16, precision = recipe_precision()
-    rows = [("fp32 channels-last (reference)", 128, False, False),
-            ("bf16 autocast", 128, True, False),
-            (f"{precision}, batch 256 (lr x2)", 256, recipe_bf16, False),
-            (f"{precision}, batch 512 (lr x4)", 512, recipe_bf16, False)]
+    rows = [("fp32 channels-last (reference)", 128, False, None),
+            ("bf16 autocast", 128, True, None),
+            (f"{precision}, batch 256 (lr x2)", 256, recipe_bf16, None),
+            (f"{precision}, batch 512 (lr x4)", 512, recipe_bf16, None)]
     if compile:
-        rows.append((f"{precision} + torch.compile", 128, recipe_bf16, True))
+        rows += [(f"{precision}, BN-ReLU fused (torch.compile)", 128, recipe_bf16, "bn-relu"),
+                 (f"{precision} + torch.compile", 128, recipe_bf16, "step")]
     built = []
     for name, batch, bf16, compiled in rows:
         print(f"building: {name}", flush=True)
@@ -109,19 +132,28 @@ def find_library(name: str) -> str | None:
     return next((str(Path(d) / name) for d in LIBRARY_DIRS if (Path(d) / name).is_file()), None)
 
 
-def allocator_rows(width: float, rounds: int) -> list[dict]:
-    """The recipes' step under each memory allocator found, one child process per (round, allocator)."""
-    preloads = {"glibc malloc": None}
+def process_settings() -> dict[str, dict]:
+    """The environments a child process is started with, by row name: the default first, then one
+    thread, OpenMP threads bound to cores, and each memory allocator found."""
+    settings = {"default (glibc malloc, threads unbound)": {},
+                "1 thread (OMP_NUM_THREADS=1)": {"OMP_NUM_THREADS": "1"},
+                "threads bound to cores (OMP_PROC_BIND=close)": {"OMP_PROC_BIND": "close", "OMP_PLACES": "cores"}}
     for name, library in ALLOCATORS.items():
         path = find_library(library)
         if path:
-            preloads[name] = path
+            settings[name] = {"LD_PRELOAD": path}
         else:
             print(f"{name}: {library} not found (apt-get install {'libjemalloc2' if name == 'jemalloc' else 'libtcmalloc-minimal4'})")
-    samples = {name: [] for name in preloads}
+    return settings
+
+
+def process_rows(width: float, rounds: int) -> list[dict]:
+    """The recipes' step in one child process per (round, setting), settings visited in turn."""
+    settings = process_settings()
+    samples = {name: [] for name in settings}
     for _ in range(rounds):
-        for name, path in preloads.items():
-            env = {**os.environ, **({"LD_PRELOAD": path} if path else {})}
+        for name, variables in settings.items():
+            env = {**os.environ, **variables}
             out = subprocess.run([sys.executable, __file__, "--child", "--width", str(width)], env=env,
                                  capture_output=True, text=True, check=True, cwd=ROOT).stdout
             samples[name].append(float(out.strip().splitlines()[-1]))
@@ -131,8 +163,8 @@ def allocator_rows(width: float, rounds: int) -> list[dict]:
 
 
 def child_rate(width: float) -> float:
-    """Images/s of the recipes' step in this process (its allocator is whatever LD_PRELOAD gave it)."""
-    step, _ = training_step(width, 128, recipe_precision()[0], False)
+    """Images/s of the recipes' step in this process (its threads and allocator as its environment set them)."""
+    step, _ = training_step(width, 128, recipe_precision()[0], None)
     seconds = time_interleaved({"step": step}, repeats=3)["step"]
     return 128 / seconds
 
@@ -141,8 +173,8 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--width", type=float, default=0.375, help="googlenet_small width (default 0.375)")
     parser.add_argument("--repeats", type=int, default=5, help="timed rounds per path (default 5)")
-    parser.add_argument("--allocator-rounds", type=int, default=3,
-                        help="child processes per allocator (0: skip the allocator rows)")
+    parser.add_argument("--process-rounds", type=int, default=3,
+                        help="child processes per thread or allocator setting (0: skip those rows)")
     parser.add_argument("--compile", action=argparse.BooleanOptionalAction, default=True,
                         help="time torch.compile of the training step (a minute or more to compile)")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
@@ -156,8 +188,8 @@ def main(argv=None) -> int:
     seconds = time_interleaved({p["path"]: p["call"] for p in built}, args.repeats, min_round_s=1.0)
     rows = [{"path": p["path"], "batch": p["batch"], "images_per_s": p["batch"] / seconds[p["path"]],
              "setup_s": p["setup_s"]} for p in built]
-    if args.allocator_rounds:
-        rows += allocator_rows(args.width, args.allocator_rounds)
+    if args.process_rounds:
+        rows += process_rows(args.width, args.process_rounds)
     reference = rows[0]["images_per_s"]
     machine = {"cpu": cpu_name(), "isa": isa_flags(), "fast_bf16": fast_bf16(), "threads": torch.get_num_threads(),
                "cpu_count": os.cpu_count(), "torch": torch.__version__, "platform": platform.platform(),
@@ -169,7 +201,7 @@ def main(argv=None) -> int:
     isa = " ".join(name for name, present in machine["isa"].items() if present)
     text = (f"training step of googlenet_small (width {args.width}) on 1x28x28 inputs, {machine['cpu']} ({isa}), "
             f"{machine['threads']} threads, torch {torch.__version__}, median of {args.repeats} interleaved "
-            f"rounds; allocator rows: median of {args.allocator_rounds} child processes each\n\n{table}")
+            f"rounds; thread and allocator rows: median of {args.process_rounds} child processes each\n\n{table}")
     print("\n" + text)
     out = Path(args.json or RESULTS / "train_speed.json")
     out.parent.mkdir(parents=True, exist_ok=True)
