@@ -3,12 +3,13 @@
 Each path is one whole training step (forward, cross-entropy with label smoothing, backward, SGD with
 Nesterov momentum) on a fixed 1x28x28 batch, built once and then timed in rounds that visit every
 path in turn (``inceptorch.inference.bench.time_interleaved``: medians over rounds). Ratios are
-against the first path, float32 in channels-last format at batch 128, the previous recipes' setting.
+against the first path, float32 in channels-last format at batch 128, the previous recipes' setting;
+torch.compile starts from an empty cache, so its compile time is a first run's.
 Thread counts, OpenMP thread binding and memory allocators (jemalloc, tcmalloc) are fixed when a
 process starts: those rows come from child processes started in turn with the environment variable
 set (``OMP_NUM_THREADS``, ``OMP_PROC_BIND``, ``LD_PRELOAD``), each timing the recipes' precision (what
 ``amp: auto`` picks on this CPU: bf16 autocast with AVX512-BF16 or AMX, fp32 elsewhere), medians over
-rounds; the batch-size, fused BN-ReLU and compile rows use that precision too. "Fused BN-ReLU" is
+rounds, with ratios against the default child; the batch-size, fused BN-ReLU and compile rows use that precision too. "Fused BN-ReLU" is
 each batch normalization and its ReLU compiled into one kernel by torch.compile, the convolutions
 left to oneDNN: the fusion alone, without compiling the whole step.
 
@@ -31,6 +32,7 @@ import platform
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -158,15 +160,31 @@ def process_rows(width: float, rounds: int) -> list[dict]:
                                  capture_output=True, text=True, check=True, cwd=ROOT).stdout
             samples[name].append(float(out.strip().splitlines()[-1]))
     precision = recipe_precision()[1]
+    default = statistics.median(next(iter(samples.values())))
     return [{"path": f"{precision}, {name}", "batch": 128, "images_per_s": statistics.median(rates),
-             "setup_s": 0.0} for name, rates in samples.items()]
+             "vs_reference": statistics.median(rates) / default, "setup_s": 0.0} for name, rates in samples.items()]
 
 
 def child_rate(width: float) -> float:
     """Images/s of the recipes' step in this process (its threads and allocator as its environment set them)."""
     step, _ = training_step(width, 128, recipe_precision()[0], None)
-    seconds = time_interleaved({"step": step}, repeats=3)["step"]
+    seconds = time_interleaved({"step": step}, repeats=3, min_round_s=2.0)["step"]
     return 128 / seconds
+
+
+def in_process_rows(width: float, compile: bool, repeats: int) -> list[dict]:
+    """The techniques of ``paths``, timed interleaved; torch.compile's cache is a new, empty folder
+    removed afterwards, so that its compile time is a first run's, not a cached one's."""
+    with tempfile.TemporaryDirectory(prefix="train_speed_inductor_") as cache:
+        os.environ["TORCHINDUCTOR_CACHE_DIR"] = cache
+        built = paths(width, compile)
+        seconds = time_interleaved({p["path"]: p["call"] for p in built}, repeats, min_round_s=1.0)
+        del os.environ["TORCHINDUCTOR_CACHE_DIR"]
+    rows = [{"path": p["path"], "batch": p["batch"], "images_per_s": p["batch"] / seconds[p["path"]],
+             "setup_s": p["setup_s"]} for p in built]
+    for row in rows:
+        row["vs_reference"] = row["images_per_s"] / rows[0]["images_per_s"]
+    return rows
 
 
 def main(argv=None) -> int:
@@ -184,19 +202,15 @@ def main(argv=None) -> int:
         print(child_rate(args.width))
         return 0
 
-    built = paths(args.width, args.compile)
-    seconds = time_interleaved({p["path"]: p["call"] for p in built}, args.repeats, min_round_s=1.0)
-    rows = [{"path": p["path"], "batch": p["batch"], "images_per_s": p["batch"] / seconds[p["path"]],
-             "setup_s": p["setup_s"]} for p in built]
+    rows = in_process_rows(args.width, args.compile, args.repeats)
     if args.process_rounds:
         rows += process_rows(args.width, args.process_rounds)
-    reference = rows[0]["images_per_s"]
     machine = {"cpu": cpu_name(), "isa": isa_flags(), "fast_bf16": fast_bf16(), "threads": torch.get_num_threads(),
                "cpu_count": os.cpu_count(), "torch": torch.__version__, "platform": platform.platform(),
                "load_average": os.getloadavg()[0]}
     table = text_table(["path", "batch", "img/s", "vs ref", "compile s"],
                        [[r["path"], str(r["batch"]), f"{r['images_per_s']:.0f}",
-                         f"{r['images_per_s'] / reference:.2f}x", f"{r['setup_s']:.1f}" if r["setup_s"] else "-"]
+                         f"{r['vs_reference']:.2f}x", f"{r['setup_s']:.1f}" if r["setup_s"] else "-"]
                         for r in rows])
     isa = " ".join(name for name, present in machine["isa"].items() if present)
     text = (f"training step of googlenet_small (width {args.width}) on 1x28x28 inputs, {machine['cpu']} ({isa}), "

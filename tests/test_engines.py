@@ -37,6 +37,22 @@ def model():
 
 
 @pytest.fixture(scope="module")
+def trained():
+    """The same network trained for a few seconds on the sample's 2,000 clothes: clear margins between
+    its classes, so that every faithful path, int8 included, predicts what eager PyTorch predicts."""
+    torch.manual_seed(0)
+    net = create_model("mnist_inception", in_chans=1, num_classes=10).train()
+    optimizer = torch.optim.Adam(net.parameters(), lr=2e-3)
+    x, y = _images("train", 2000), torch.from_numpy(SAMPLE["train_labels"]).long()
+    for _ in range(3):
+        for batch in torch.randperm(len(x)).split(100):
+            optimizer.zero_grad()
+            F.cross_entropy(net(x[batch]), y[batch]).backward()
+            optimizer.step()
+    return net.eval()
+
+
+@pytest.fixture(scope="module")
 def images():
     return _images("val", 64)
 
@@ -181,9 +197,9 @@ def test_openvino_ir_export_round_trips(model, images, tmp_path):
         export(model, tmp_path / "model.onnx", "openvino", (1, 1, 28, 28))
 
 
-def test_cli_export_openvino_and_predict_embed_with_backends(model, tmp_path, capsys):
+def test_cli_export_openvino_and_predict_embed_with_backends(trained, tmp_path, capsys):
     net = create_model("mnist_inception", in_chans=1, num_classes=10)
-    net.load_state_dict(model.state_dict())
+    net.load_state_dict(trained.state_dict())
     net.class_names = [str(c) for c in SAMPLE["class_names"]]
     weights = tmp_path / "m.safetensors"
     save_weights(net, weights)
@@ -202,11 +218,9 @@ def test_cli_export_openvino_and_predict_embed_with_backends(model, tmp_path, ca
                      *flags]) == 0
         runs[" ".join(flags)] = [r["top"][0]["class"] for r in json.loads(capsys.readouterr().out)]
     eager = runs.pop("")
-    # The random network's margins are small, and int8 kernels differ by CPU: 18 of 20 on an AVX2-only
-    # EPYC (OpenVINO quantizes more coarsely without VNNI), 19 or 20 with AVX-512; a broken path agrees
-    # on a few only.
-    for flags, classes in runs.items():
-        assert sum(a == b for a, b in zip(classes, eager)) >= (16 if "int8" in flags else 19), flags
+    assert sum(a == str(b) for a, b in zip(eager, SAMPLE["class_names"][SAMPLE["val_labels"][:20]])) >= 14
+    for flags, classes in runs.items():  # a broken path agrees on a few images only
+        assert sum(a == b for a, b in zip(classes, eager)) >= 19, flags
     for flags in ([], ["--backend", "openvino"]):
         assert main(["embed", "--weights", str(weights), str(folder), "--out", str(tmp_path / "f.npy"), *flags]) == 0
         runs[f"embed {flags}"] = np.load(tmp_path / "f.npy")
