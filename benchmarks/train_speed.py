@@ -20,9 +20,10 @@ at batch 128 and 1.37x at batch 256 (batch 512: 1.18x). What did not: torch.comp
 284 s to compile and ran at 0.54x of the eager bf16 step (one run on heavily shared cores);
 jemalloc and tcmalloc were no faster than glibc's malloc. The batch pipeline costs under 1 %.
 On a 2-core AMD EPYC with AVX2 only (benchmarks/results/train_speed_avx2_table.txt) bf16 autocast is
-emulated and runs at 0.14x of fp32, which is why ``amp: auto`` stays in fp32 there; batch 256 gave
-1.10x; torch.compile of the fp32 step took 130 s and ran at 0.78x of eager (0.87x at batch 256);
-BN-ReLU fused by torch.compile ran at 0.63x (91 s to compile).
+emulated and runs at 0.15x of fp32, which is why ``amp: auto`` stays in fp32 there; batch 256 gave
+1.15x; torch.compile of the fp32 step took 125 s and ran at 0.80x of eager; BN-ReLU fused by
+torch.compile at 0.59x (89 s to compile, one region per activation shape); one thread per process 0.63x of two; threads bound to cores
+1.03x and tcmalloc 1.05x, within these runs' noise; jemalloc 0.64x.
 """
 
 import argparse
