@@ -22,8 +22,9 @@ jemalloc and tcmalloc were no faster than glibc's malloc. The batch pipeline cos
 On a 2-core AMD EPYC with AVX2 only (benchmarks/results/train_speed_avx2_table.txt) bf16 autocast is
 emulated and runs at 0.15x of fp32, which is why ``amp: auto`` stays in fp32 there; batch 256 gave
 1.15x; torch.compile of the fp32 step took 125 s and ran at 0.80x of eager; BN-ReLU fused by
-torch.compile at 0.59x (89 s to compile, one region per activation shape); one thread per process 0.63x of two; threads bound to cores
-1.03x and tcmalloc 1.05x, within these runs' noise; jemalloc 0.64x.
+torch.compile at 0.59x (89 s to compile, one region per activation shape); one thread per process
+0.63x of two; threads bound to cores 1.03x and tcmalloc 1.05x, within these runs' noise; jemalloc
+0.64x.
 """
 
 import argparse
