@@ -9,9 +9,10 @@ Thread counts, OpenMP thread binding and memory allocators (jemalloc, tcmalloc) 
 process starts: those rows come from child processes started in turn with the environment variable
 set (``OMP_NUM_THREADS``, ``OMP_PROC_BIND``, ``LD_PRELOAD``), each timing the recipes' precision (what
 ``amp: auto`` picks on this CPU: bf16 autocast with AVX512-BF16 or AMX, fp32 elsewhere), medians over
-rounds, with ratios against the default child; the batch-size, fused BN-ReLU and compile rows use that precision too. "Fused BN-ReLU" is
-each batch normalization and its ReLU compiled into one kernel by torch.compile, the convolutions
-left to oneDNN: the fusion alone, without compiling the whole step.
+rounds, with ratios against the default child; the batch-size, fused BN-ReLU and compile rows use
+that precision too. "Fused BN-ReLU" is each batch normalization and its ReLU compiled into one
+kernel by torch.compile, the convolutions left to oneDNN: the fusion alone, without compiling the
+whole step.
 
     python benchmarks/train_speed.py [--width 0.375] [--repeats 5] [--no-compile] [--process-rounds 3]
 
@@ -162,9 +163,10 @@ def process_rows(width: float, rounds: int) -> list[dict]:
                                  capture_output=True, text=True, check=True, cwd=ROOT).stdout
             samples[name].append(float(out.strip().splitlines()[-1]))
     precision = recipe_precision()[1]
-    default = statistics.median(next(iter(samples.values())))
-    return [{"path": f"{precision}, {name}", "batch": 128, "images_per_s": statistics.median(rates),
-             "vs_reference": statistics.median(rates) / default, "setup_s": 0.0} for name, rates in samples.items()]
+    rates = {name: statistics.median(runs) for name, runs in samples.items()}
+    default = next(iter(rates.values()))
+    return [{"path": f"{precision}, {name}", "batch": 128, "images_per_s": rate, "vs_reference": rate / default,
+             "setup_s": 0.0} for name, rate in rates.items()]
 
 
 def child_rate(width: float) -> float:
