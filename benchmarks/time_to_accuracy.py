@@ -78,7 +78,7 @@ def epoch_wall_times(history: list[dict], total_s: float) -> list[float]:
 def first_reached(history: list[dict], walls: list[float], thresholds) -> dict:
     reached = {}
     for threshold in thresholds:
-        hit = next((i for i, row in enumerate(history) if row["val_acc"] >= threshold), None)
+        hit = next((i for i, row in enumerate(history) if (row["val_acc"] or 0) >= threshold), None)
         reached[f"{threshold:g}"] = None if hit is None else {"epoch": hit + 1, "wall_s": walls[hit]}
     return reached
 
@@ -111,8 +111,8 @@ def report(result: dict) -> str:
               f"batch {result['config']['batch_size']}, channels-last {result['config']['channels_last']}")
     lines = [title, "", f"{'epoch':>5}  {'wall s':>7}  {'img/s':>6}  {'val acc':>7}"]
     for row in result["epochs"]:
-        lines.append(f"{row['epoch']:>5}  {row['wall_s']:7.1f}  {row['images_per_s']:6.0f}  "
-                     f"{row['val_acc']:7.4f}")
+        val_acc = "-" if row["val_acc"] is None else f"{row['val_acc']:.4f}"  # an epoch --val-every skipped
+        lines.append(f"{row['epoch']:>5}  {row['wall_s']:7.1f}  {row['images_per_s']:6.0f}  {val_acc:>7}")
     ratio_column = "  d2l time / this" if d2l else ""
     lines += ["", f"{'threshold':>9}  {'reached at':>10}  {'epoch':>5}{ratio_column}"]
     for threshold, hit in result["thresholds"].items():

@@ -55,6 +55,8 @@ class TrainConfig:
     augment: str = _opt("", "batch augmentations, comma separated: flip, crop", "flip,crop")
     test_flip: bool = _opt(False, "validation also scores each image mirrored and averages the two "
                            "predictions (for data whose classes survive a flip, unlike digits)")
+    val_every: int = _opt(1, "score the validation split after every N epochs and after the last; the "
+                          "epochs between have no val_loss or val_acc, and their time goes to training", "N")
     workers: int = _opt(2, "data loader processes for image folders")
     strict: bool = _opt(False, "stop on an unreadable image instead of skipping it with a warning")
     cache_images: bool | None = _opt(None, "decode an image folder once and hold it in memory as one uint8 "
@@ -222,6 +224,7 @@ def check(c: TrainConfig) -> None:
     need(c.batch_size > 0,
          f"--batch-size must be at least 1, got {c.batch_size}: for instance --batch-size 128")
     need(c.epochs > 0, f"--epochs must be at least 1, got {c.epochs}")
+    need(c.val_every > 0, f"--val-every must be at least 1, got {c.val_every}: for instance --val-every 1")
     need(c.val_split > 0, f"--val-split must be a fraction above 0 or a number of images, got {c.val_split}")
     need(c.amp in (True, False, "auto"), f"amp must be true, false or auto, got {c.amp!r}")
     need(c.optimizer in OPTIMIZERS,

@@ -78,7 +78,7 @@ def fit(model, loaders: dict, config: TrainConfig, run: "runs.Run | None" = None
         metadata: dict | None = None, state: dict | None = None, processes: Processes | None = None,
         device=None, stop: CtrlC | None = None) -> list[dict]:
     """Trains ``model`` on ``loaders['train']`` for ``config.epochs`` epochs, scoring ``loaders['val']``
-    after each; with ``run``, writes metrics and checkpoints; with ``state`` (from ``runs.load_state``),
+    after every ``config.val_every`` and the last; with ``run``, writes metrics and checkpoints; with ``state`` (from ``runs.load_state``),
     continues where that run stopped (at an epoch's end, or at the step where Ctrl-C stopped it); with
     ``stop``, saves the state and raises ``TrainingInterrupted`` once it is requested. Returns the metrics
     of every epoch."""
@@ -199,22 +199,25 @@ def fit(model, loaders: dict, config: TrainConfig, run: "runs.Run | None" = None
         train_seconds = time.perf_counter() - started
         totals = processes.sum(torch.tensor([correct.item(), seen], dtype=torch.float64, device=device))
         totals = totals.tolist()
+        scored = (epoch + 1) % config.val_every == 0 or epoch + 1 == config.epochs
         val = evaluate_batches(model, val_batches, model.num_classes, device, processes, amp_dtype,
-                               config.test_flip)
+                               config.test_flip) if scored else {"loss": None, "acc": None}
         row = {"epoch": epoch + 1, "train_loss": loss_sum / max(seen, 1),
                "train_acc": totals[0] / max(totals[1], 1), "val_loss": val["loss"], "val_acc": val["acc"],
                "lr": optimizer.param_groups[0]["lr"],
                "images_per_s": totals[1] / train_seconds, "seconds": time.perf_counter() - started}
         history.append(row)
-        improved = row["val_acc"] > best_acc
+        improved = scored and row["val_acc"] > best_acc
         if improved:
             best_acc, best_epoch = row["val_acc"], epoch + 1
         if run is not None:
-            saved_with = {**(metadata or {}), "epoch": epoch + 1, "val_acc": row["val_acc"]}
+            scores = {"val_acc": val["acc"]} if scored else {}
+            saved_with = {**(metadata or {}), "epoch": epoch + 1, **scores}
             run.save_checkpoint(model, resume_state(epoch + 1), saved_with, improved)
             run.log_epoch(history)
+        val_text = f"val acc {row['val_acc']:.3f}" if scored else "not validated"
         line = (f"epoch {epoch + 1}/{config.epochs}  loss {row['train_loss']:.3f}  "
-                f"train acc {row['train_acc']:.3f}  val acc {row['val_acc']:.3f}  "
+                f"train acc {row['train_acc']:.3f}  {val_text}  "
                 f"{row['images_per_s']:.0f} img/s  {row['seconds']:.1f} s")
         _say(line, run, quiet=config.quiet)
 
@@ -296,7 +299,7 @@ def train(config: TrainConfig | dict | None = None, **options) -> TrainResult:
     finally:
         if started:
             dist.destroy_process_group()
-    best = max(history, key=lambda row: row["val_acc"])
+    best = max((row for row in history if row["val_acc"] is not None), key=lambda row: row["val_acc"])
     return TrainResult(run.dir if run else None, history[-1], best["val_acc"], best["epoch"], history)
 
 

@@ -87,7 +87,7 @@ class Run:
             self._tensorboard = SummaryWriter(str(self.dir))
         last = history[-1]
         for key, value in last.items():
-            if key != "epoch":
+            if key != "epoch" and value is not None:  # val_* of an epoch --val-every skipped
                 self._tensorboard.add_scalar(key.replace("_", "/", 1), value, last["epoch"])
         self._tensorboard.flush()
         if time.monotonic() - self._plotted > PLOT_INTERVAL_S:
@@ -170,10 +170,11 @@ def _save_figure(plt, figure, path: Path) -> None:
 
 def _plot_curves(history: list[dict], path: Path) -> None:
     plt, figure, (loss_axes, acc_axes) = _figure(1, 2, figsize=(10, 4))
-    epochs = [row["epoch"] for row in history]
     for key, axes in (("loss", loss_axes), ("acc", acc_axes)):
         for split in ("train", "val"):
-            axes.plot(epochs, [row[f"{split}_{key}"] for row in history], marker="o", label=f"{split} {key}")
+            scored = [row for row in history if row[f"{split}_{key}"] is not None]  # see --val-every
+            axes.plot([row["epoch"] for row in scored], [row[f"{split}_{key}"] for row in scored], marker="o",
+                      label=f"{split} {key}")
         axes.set_xlabel("epoch")
         axes.legend()
         axes.grid(alpha=0.3)

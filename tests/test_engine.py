@@ -67,6 +67,24 @@ def test_fit_learns_a_generated_task():
     assert history[-1]["train_loss"] < history[0]["train_loss"]
 
 
+def test_val_every_scores_only_every_nth_and_the_last_epoch(tmp_path):
+    config = resolve({"epochs": 5, "val_every": 2, "batch_size": 16, "lr": 0.1, "aux_weight": 0.0,
+                      "quiet": True, "out_dir": str(tmp_path), "name": "sparse"})
+    model = TinyNet(aux_logits=False)
+    run = runs.Run(config)
+    history = engine.fit(model, loaders_for(model, config), config, run)
+    run.close()
+    assert [row["val_acc"] is not None for row in history] == [False, True, False, True, True]
+    assert history[-1]["val_acc"] >= 0.9 and history[0]["val_loss"] is None
+    folder = tmp_path / "sparse"
+    csv_rows = (folder / "metrics.csv").read_text().splitlines()
+    val_column = csv_rows[0].split(",").index("val_acc")
+    assert [line.split(",")[val_column] == "" for line in csv_rows[1:]] == [True, False, True, False, False]
+    scored = [row for row in history if row["val_acc"] is not None]
+    best = max(scored, key=lambda row: row["val_acc"])
+    assert inceptorch.weights.read_metadata(folder / "best.safetensors")["epoch"] == best["epoch"]
+
+
 def reference_cross_entropy(logits, target, smoothing=0.0):
     """Written from the definition: the smoothed target puts 1 - e + e/K on the label, e/K elsewhere."""
     log_p = logits.log_softmax(1)
@@ -215,7 +233,7 @@ def test_recipe_file_is_overridden_by_explicit_options(tmp_path):
     ({"lr": 0}, "--lr"), ({"lr": -1}, "--lr"), ({"batch_size": 0}, "--batch-size"),
     ({"optimizer": "lion"}, "optimizer"), ({"augment": "flip,rotate"}, "rotate"),
     ({"batchsize": 32}, "did you mean 'batch_size'"), ({"recipe": "no-such-recipe"}, "no-such-recipe"),
-    ({"epochs": "ten"}, "epochs"), ({"model_args": "width"}, "KEY=VALUE"),
+    ({"epochs": "ten"}, "epochs"), ({"model_args": "width"}, "KEY=VALUE"), ({"val_every": 0}, "--val-every"),
 ])
 def test_bad_options_are_config_errors(options, words):
     with pytest.raises(ConfigError, match=words):
