@@ -78,7 +78,8 @@ def epoch_wall_times(history: list[dict], total_s: float) -> list[float]:
 def first_reached(history: list[dict], walls: list[float], thresholds) -> dict:
     reached = {}
     for threshold in thresholds:
-        hit = next((i for i, row in enumerate(history) if (row["val_acc"] or 0) >= threshold), None)
+        hit = next((i for i, row in enumerate(history)
+                    if row["val_acc"] is not None and row["val_acc"] >= threshold), None)  # see --val-every
         reached[f"{threshold:g}"] = None if hit is None else {"epoch": hit + 1, "wall_s": walls[hit]}
     return reached
 

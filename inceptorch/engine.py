@@ -78,10 +78,10 @@ def fit(model, loaders: dict, config: TrainConfig, run: "runs.Run | None" = None
         metadata: dict | None = None, state: dict | None = None, processes: Processes | None = None,
         device=None, stop: CtrlC | None = None) -> list[dict]:
     """Trains ``model`` on ``loaders['train']`` for ``config.epochs`` epochs, scoring ``loaders['val']``
-    after every ``config.val_every`` and the last; with ``run``, writes metrics and checkpoints; with ``state`` (from ``runs.load_state``),
-    continues where that run stopped (at an epoch's end, or at the step where Ctrl-C stopped it); with
-    ``stop``, saves the state and raises ``TrainingInterrupted`` once it is requested. Returns the metrics
-    of every epoch."""
+    after every ``config.val_every``-th epoch and the last; with ``run``, writes metrics and checkpoints;
+    with ``state`` (from ``runs.load_state``), continues where that run stopped (at an epoch's end, or
+    at the step where Ctrl-C stopped it); with ``stop``, saves the state and raises
+    ``TrainingInterrupted`` once it is requested. Returns the metrics of every epoch."""
     processes = processes or Processes()
     device = device or torch.device("cpu")
     train_batches, val_batches = loaders["train"], loaders["val"]
