@@ -18,7 +18,7 @@ from .errors import ConfigError
 RECIPES_DIR = Path(__file__).parent / "recipes"
 OPTIMIZERS = ("sgd", "adam", "adamw", "rmsprop")
 SCHEDULES = ("cosine", "onecycle", "step", "constant")
-AUGMENTATIONS = ("flip", "crop")
+AUGMENTATIONS = ("flip", "crop", "erase")
 DEVICES = ("auto", "cpu", "cuda")
 WEIGHT_ORIGINS = ("auto", "torchvision", "timm", "imagenet")
 
@@ -38,7 +38,8 @@ class TrainConfig:
     data_root: str | None = _opt(None, "folder holding a local copy of mnist, fashion-mnist or cifar10 "
                                  "(torchvision's files, or cifar10/train/<class>/ image files)")
     val_split: float = _opt(0.1, "part of the training data held out for validation where the data has no "
-                            "val split: a fraction, or a number of images when 1 or more")
+                            "val split: a fraction, or a number of images when 1 or more; 0 trains on "
+                            "every image (a final model, once the recipe is fixed)")
     train_samples: int | None = _opt(None, "use only the first N training images (quick runs)")
     val_samples: int | None = _opt(None, "use only the first N validation images (quick runs)")
     recipe: str | None = _opt(None, "a recipe: a name from inceptorch/recipes or a YAML file; flags override "
@@ -52,7 +53,8 @@ class TrainConfig:
                                           "data's)", "M[,M,M]")
     std: tuple[float, ...] | None = _opt(None, "normalization std per channel (default: the training data's)",
                                          "S[,S,S]")
-    augment: str = _opt("", "batch augmentations, comma separated: flip, crop", "flip,crop")
+    augment: str = _opt("", "batch augmentations, comma separated: flip, crop, erase (random erasing)",
+                       "flip,crop")
     test_flip: bool = _opt(False, "validation also scores each image mirrored and averages the two "
                            "predictions (for data whose classes survive a flip, unlike digits)")
     val_every: int = _opt(1, "score the validation split after every N epochs and after the last; the "
@@ -225,7 +227,8 @@ def check(c: TrainConfig) -> None:
          f"--batch-size must be at least 1, got {c.batch_size}: for instance --batch-size 128")
     need(c.epochs > 0, f"--epochs must be at least 1, got {c.epochs}")
     need(c.val_every > 0, f"--val-every must be at least 1, got {c.val_every}: for instance --val-every 1")
-    need(c.val_split > 0, f"--val-split must be a fraction above 0 or a number of images, got {c.val_split}")
+    need(c.val_split >= 0, f"--val-split must be a fraction, a number of images or 0 (hold none out), got "
+                           f"{c.val_split}")
     need(c.amp in (True, False, "auto"), f"amp must be true, false or auto, got {c.amp!r}")
     need(c.optimizer in OPTIMIZERS,
          f"unknown optimizer '{c.optimizer}': choose one of {', '.join(OPTIMIZERS)}")

@@ -180,8 +180,9 @@ def shape_batch(images: torch.Tensor, prep: Preprocessing) -> torch.Tensor:
 
 
 def augment_batch(x: torch.Tensor, augment, generator: torch.Generator, rank: int = 0, world: int = 1):
-    """Per-image random horizontal flips and random crops (shifts by up to 1/8 of the side, zero padded
-    in normalized space, that is with the mean colour), drawn for the whole batch at once.
+    """Per-image random horizontal flips, random crops (shifts by up to 1/8 of the side, zero padded
+    in normalized space, that is with the mean colour) and random erasing, drawn for the whole batch at
+    once.
 
     The draws are made for the global batch, of which this process takes every world-th: the images of
     the global batch get the same flips and crops however many processes share it.
@@ -200,7 +201,32 @@ def augment_batch(x: torch.Tensor, augment, generator: torch.Generator, rank: in
         batch = torch.arange(n, device=x.device)[:, None, None, None]
         channel = torch.arange(x.shape[1], device=x.device)[None, :, None, None]
         x = padded[batch, channel, rows, cols]
+    if "erase" in augment:
+        keep = ~erased_rectangles(n * world, h, w, generator)[rank::world].to(x.device)
+        x = x * keep[:, None]
     return x
+
+
+def erased_rectangles(n: int, h: int, w: int, generator: torch.Generator, p: float = 0.5,
+                      area=(0.02, 0.4), ratio=(0.3, 3.3)) -> torch.Tensor:
+    """Masks (n x h x w, True inside) of random erasing (Zhong et al., 2017): with probability ``p`` an
+    image loses a rectangle of 2-40 % of its area, of height/width ratio 0.3-3.3, anywhere inside it.
+
+    Filled with zeros of the normalized input, the mean colour, as torchvision's RandomErasing does.
+    """
+    draws = torch.rand(5, n, generator=generator)
+    share = area[0] + (area[1] - area[0]) * draws[0]
+    aspect = torch.exp(math.log(ratio[0]) + (math.log(ratio[1]) - math.log(ratio[0])) * draws[1])
+    heights = (share * h * w * aspect).sqrt().round().clamp(1, h)
+    widths = (share * h * w / aspect).sqrt().round().clamp(1, w)
+    tops = ((h - heights + 1) * draws[2]).floor()
+    lefts = ((w - widths + 1) * draws[3]).floor()
+    rows = torch.arange(h)[None, :]
+    cols = torch.arange(w)[None, :]
+    inside_rows = (rows >= tops[:, None]) & (rows < (tops + heights)[:, None])  # n, h
+    inside_cols = (cols >= lefts[:, None]) & (cols < (lefts + widths)[:, None])  # n, w
+    chosen = (draws[4] < p)[:, None, None]
+    return chosen & inside_rows[:, :, None] & inside_cols[:, None, :]
 
 
 class ImageFiles(torch.utils.data.Dataset):

@@ -47,13 +47,16 @@ log = logging.getLogger("inceptorch")
 class TrainResult:
     run_dir: Path | None  # None in the processes of a distributed run that do not write
     metrics: dict  # the last epoch's row of metrics.csv
-    best_val_acc: float
-    best_epoch: int
+    best_val_acc: float | None  # None, as best_epoch, when nothing was validated (--val-split 0)
+    best_epoch: int | None
     history: list[dict] = field(repr=False)
 
     @property
     def best_weights(self) -> Path | None:
-        return self.run_dir / "best.safetensors" if self.run_dir else None
+        """best.safetensors, or last.safetensors when no epoch was scored."""
+        if self.run_dir is None:
+            return None
+        return self.run_dir / ("best.safetensors" if self.best_epoch else "last.safetensors")
 
 
 @dataclass
@@ -78,13 +81,14 @@ def fit(model, loaders: dict, config: TrainConfig, run: "runs.Run | None" = None
         metadata: dict | None = None, state: dict | None = None, processes: Processes | None = None,
         device=None, stop: CtrlC | None = None) -> list[dict]:
     """Trains ``model`` on ``loaders['train']`` for ``config.epochs`` epochs, scoring ``loaders['val']``
-    after every ``config.val_every``-th epoch and the last; with ``run``, writes metrics and checkpoints;
+    (where there is one) after every ``config.val_every``-th epoch and the last; with ``run``, writes
+    metrics and checkpoints;
     with ``state`` (from ``runs.load_state``), continues where that run stopped (at an epoch's end, or
     at the step where Ctrl-C stopped it); with ``stop``, saves the state and raises
     ``TrainingInterrupted`` once it is requested. Returns the metrics of every epoch."""
     processes = processes or Processes()
     device = device or torch.device("cpu")
-    train_batches, val_batches = loaders["train"], loaders["val"]
+    train_batches, val_batches = loaders["train"], loaders.get("val")  # none with --val-split 0
     classes = getattr(model, "class_names", None) or [str(i) for i in range(model.num_classes)]
     aux_weight = config.aux_weight or 0.0
     memory_format = torch.channels_last if config.channels_last else torch.preserve_format
@@ -199,7 +203,7 @@ def fit(model, loaders: dict, config: TrainConfig, run: "runs.Run | None" = None
         train_seconds = time.perf_counter() - started
         totals = processes.sum(torch.tensor([correct.item(), seen], dtype=torch.float64, device=device))
         totals = totals.tolist()
-        scored = (epoch + 1) % config.val_every == 0 or epoch + 1 == config.epochs
+        scored = val_batches is not None and ((epoch + 1) % config.val_every == 0 or epoch + 1 == config.epochs)
         val = evaluate_batches(model, val_batches, model.num_classes, device, processes, amp_dtype,
                                config.test_flip) if scored else {"loss": None, "acc": None}
         row = {"epoch": epoch + 1, "train_loss": loss_sum / max(seen, 1),
@@ -215,14 +219,14 @@ def fit(model, loaders: dict, config: TrainConfig, run: "runs.Run | None" = None
             saved_with = {**(metadata or {}), "epoch": epoch + 1, **scores}
             run.save_checkpoint(model, resume_state(epoch + 1), saved_with, improved)
             run.log_epoch(history)
-        val_text = f"val acc {row['val_acc']:.3f}" if scored else "not validated"
+        val_text = f"val acc {row['val_acc']:.3f}" if scored else "not validated" if val_batches else ""
         line = (f"epoch {epoch + 1}/{config.epochs}  loss {row['train_loss']:.3f}  "
                 f"train acc {row['train_acc']:.3f}  {val_text}  "
                 f"{row['images_per_s']:.0f} img/s  {row['seconds']:.1f} s")
         _say(line, run, quiet=config.quiet)
 
     if run is not None and start_epoch < config.epochs:
-        run.finish(history, classification_report(val["confusion"], classes))
+        run.finish(history, classification_report(val["confusion"], classes) if val_batches else None)
     return history
 
 
@@ -286,9 +290,11 @@ def train(config: TrainConfig | dict | None = None, **options) -> TrainResult:
             where = f"{device}, {processes.world} processes" if processes.world > 1 else str(device)
             amp_dtype = autocast_dtype(config, device)
             where += f", {str(amp_dtype).removeprefix('torch.')} autocast" if amp_dtype else ", float32"
+            held_out = (f"{len(source.splits['val'])} validation" if "val" in source.splits
+                        else "no validation (--val-split 0)")
             _say(f"{config.model} ({params / 1e6:.2f} M parameters) on {source.name}: "
-                 f"{len(source.splits['train'])} training and {len(source.splits['val'])} validation "
-                 f"images at {prep.crop}x{prep.crop}x{len(prep.mean)}, {where}", run, quiet=config.quiet)
+                 f"{len(source.splits['train'])} training and {held_out} images at "
+                 f"{prep.crop}x{prep.crop}x{len(prep.mean)}, {where}", run, quiet=config.quiet)
             metadata = {"preprocessing": prep.to_dict(), "data": _data_spec(config)}
             with CtrlC() as stop, torch.autograd.set_detect_anomaly(config.detect_anomaly):
                 history = fit(model, loaders, config, run, metadata=metadata, state=state,
@@ -299,7 +305,8 @@ def train(config: TrainConfig | dict | None = None, **options) -> TrainResult:
     finally:
         if started:
             dist.destroy_process_group()
-    best = max((row for row in history if row["val_acc"] is not None), key=lambda row: row["val_acc"])
+    best = max((row for row in history if row["val_acc"] is not None), key=lambda row: row["val_acc"],
+               default={"val_acc": None, "epoch": None})
     return TrainResult(run.dir if run else None, history[-1], best["val_acc"], best["epoch"], history)
 
 
@@ -328,11 +335,15 @@ def evaluate(weights=None, data: str | None = None, *, split: str = "val", data_
     if data is None:
         raise ConfigError(f"{scored_what} does not record its data set: pass --data")
     same_data = data == spec.get("data")
+    held_out = val_split if val_split is not None else spec.get("val_split") if same_data else None
     config = resolve({"data": data, "model": meta["model"], "batch_size": batch_size, "workers": workers,
                       "strict": strict,
                       "data_root": data_root or (spec.get("data_root") if same_data else None),
-                      "val_split": val_split or (spec.get("val_split") if same_data else None) or 0.1})
+                      "val_split": 0.1 if held_out is None else held_out})
     source = sources.open_source(config, (split,))
+    if split not in source.splits:
+        raise DataError(f"{scored_what} was trained on every image of {data} (--val-split 0), so none is held "
+                        "out to score it on: evaluate it on other images (--data) or a test split (--split test)")
     classes = net.class_names or source.classes
     if len(source.classes) != len(classes) or (net.class_names and source.classes != classes):
         raise DataError(f"{scored_what} was trained on the classes {_some(classes)}, but {data} has "

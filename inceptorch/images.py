@@ -121,7 +121,8 @@ class Preprocessing:
         """The torchvision transform: PIL image (or uint8 tensor) -> float tensor.
 
         ``augment`` may hold ``"crop"`` (a random resized crop of 25-100 % of the image instead of the
-        center crop) and ``"flip"``; ``normalize=False`` stops at [0, 1], for measuring the statistics.
+        center crop), ``"flip"`` and ``"erase"`` (random erasing after normalizing, as for batches);
+        ``normalize=False`` stops at [0, 1], for measuring the statistics.
         """
         from torchvision.transforms import InterpolationMode, v2
 
@@ -137,6 +138,8 @@ class Preprocessing:
         steps.append(v2.ToDtype(torch.float32, scale=True))
         if normalize:
             steps.append(v2.Normalize(self.mean, self.std))
+        if "erase" in augment:
+            steps.append(v2.RandomErasing(p=0.5, scale=(0.02, 0.4), ratio=(0.3, 3.3)))
         return v2.Compose(steps)
 
 

@@ -121,9 +121,12 @@ class Run:
         torch.save(state, buffer)
         write_atomically(self.dir / STATE_FILE, buffer.getvalue())
 
-    def finish(self, history: list[dict], report: dict) -> None:
-        """The final curves.png, and per_class.json and confusion.png for the validation set."""
+    def finish(self, history: list[dict], report: dict | None) -> None:
+        """The final curves.png, and per_class.json and confusion.png for the validation set (where
+        there is one: no ``report`` with --val-split 0)."""
         _plot_curves(history, self.dir / "curves.png")
+        if report is None:
+            return
         write_atomically(self.dir / "per_class.json", json.dumps(report, indent=1).encode())
         _plot_confusion(report["confusion"], list(report["classes"]), self.dir / "confusion.png")
 
@@ -173,6 +176,8 @@ def _plot_curves(history: list[dict], path: Path) -> None:
     for key, axes in (("loss", loss_axes), ("acc", acc_axes)):
         for split in ("train", "val"):
             scored = [row for row in history if row[f"{split}_{key}"] is not None]  # see --val-every
+            if not scored:
+                continue  # --val-split 0: nothing validated
             axes.plot([row["epoch"] for row in scored], [row[f"{split}_{key}"] for row in scored], marker="o",
                       label=f"{split} {key}")
         axes.set_xlabel("epoch")

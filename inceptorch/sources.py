@@ -67,7 +67,7 @@ def open_source(config, splits=("train", "val")) -> Source:
     """Reads ``config.data`` and returns the requested splits ('train', 'val', 'test').
 
     A data set without its own validation split gets one held out from its training split
-    (``config.val_split``: a fraction, or a number of images), the same for every seed.
+    (``config.val_split``: a fraction, or a number of images; 0: none), the same for every seed.
     """
     data = config.data
     if data == "builtin":
@@ -87,7 +87,7 @@ def open_source(config, splits=("train", "val")) -> Source:
     else:
         raise DataError(f"data '{data}' is neither one of {', '.join(KNOWN_SETS)} nor an existing folder or "
                         ".npz file: check the path given to --data")
-    if "val" in splits and "val" not in source.splits:
+    if "val" in splits and "val" not in source.splits and config.val_split > 0:
         source.splits["train"], source.splits["val"] = _hold_out(source.splits["train"], config.val_split,
                                                                  data)
     beside = Path(data).parent / "test"
@@ -95,7 +95,7 @@ def open_source(config, splits=("train", "val")) -> Source:
         source.splits["test"] = _split_folder(beside, source.classes)  # --data ROOT/train, ROOT/test beside it
     if "test" in splits and "test" not in source.splits:
         raise DataError(f"{data} has no test split here: score the validation split instead (--split val)")
-    source.splits = {name: source.splits[name] for name in splits}
+    source.splits = {name: source.splits[name] for name in splits if name in source.splits}  # val_split 0: no val
     for name, limit in (("train", config.train_samples), ("val", config.val_samples)):
         if limit and name in source.splits:
             source.splits[name] = source.splits[name].take(range(min(limit, len(source.splits[name]))))

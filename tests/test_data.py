@@ -150,6 +150,24 @@ def test_flip_and_crop_act_per_image():
     assert len(set(shifts)) > 5
 
 
+def test_random_erasing_zeroes_one_rectangle_in_about_half_the_images():
+    x = torch.randn(400, 2, 20, 20)
+    erased = data.augment_batch(x, ("erase",), torch.Generator().manual_seed(0))
+    zeroed = erased == 0
+    assert torch.equal(zeroed[:, 0], zeroed[:, 1])  # the same rectangle in every channel
+    touched = zeroed[:, 0].flatten(1).any(1)
+    assert 150 < int(touched.sum()) < 250
+    assert torch.equal(erased[~zeroed], x[~zeroed])  # nothing outside the rectangle changes
+    for mask in zeroed[touched, 0]:
+        rows, cols = mask.any(1).nonzero().flatten(), mask.any(0).nonzero().flatten()
+        height, width = len(rows), len(cols)
+        assert int(mask.sum()) == height * width  # one solid rectangle
+        assert rows[-1] - rows[0] + 1 == height and cols[-1] - cols[0] + 1 == width
+        assert 0.02 * 400 - 4 <= height * width <= 0.4 * 400 + 8
+    again = data.augment_batch(x, ("erase",), torch.Generator().manual_seed(0))
+    assert torch.equal(again, erased)
+
+
 def test_channel_statistics_normalize_the_training_data():
     images = torch.randint(0, 200, (50, 1, 28, 28), dtype=torch.uint8)
     split = sources.Split(torch.zeros(50, dtype=torch.long), images)
@@ -179,7 +197,7 @@ def test_image_folder_with_a_held_out_split(tmp_path):
     make_folder(tmp_path)
     (tmp_path / "notes.txt").write_text("not a class")
     (tmp_path / "cat" / "readme.txt").write_text("not an image")
-    source, loaders = folder_loader(tmp_path, augment="flip,crop")
+    source, loaders = folder_loader(tmp_path, augment="flip,crop,erase")
     assert source.classes == ["cat", "dog"]
     assert len(source.splits["train"]) + len(source.splits["val"]) == 6
     x, y = next(iter(loaders["train"]))

@@ -2,9 +2,10 @@
 
 import json
 
+import numpy as np
 import pytest
 import torch
-from _training_data import CLASSES, write_bars_npz
+from _training_data import CLASSES, bar_images, write_bars_npz
 from PIL import Image
 from safetensors.torch import load_file
 
@@ -75,6 +76,28 @@ def test_evaluate_through_another_backend_scores_the_same(trained, capsys):
     assert inceptorch.evaluate(weights, runner=model).confusion == eager.confusion
     assert main(["evaluate", "--weights", str(weights), "--backend", "openvino", "--format", "json"]) == 0
     assert json.loads(capsys.readouterr().out)["confusion"] == eager.confusion
+
+
+def test_val_split_0_trains_on_every_image_and_evaluate_refuses_the_training_images(tmp_path, capsys):
+    """The final model of a fixed recipe: no image held out, so nothing to score it on but other data."""
+    images, labels = bar_images(40, seed=1)
+    data = tmp_path / "train-only.npz"
+    np.savez_compressed(data, train_images=images, train_labels=labels, class_names=np.array(CLASSES))
+    out = tmp_path / "runs"
+    code = main(["train", "--model", "mnist_inception", "--data", str(data), "--val-split", "0", "--epochs", "2",
+                 "--batch-size", "8", "--out-dir", str(out), "--name", "all"])
+    assert code == 0
+    assert "trained 2 epochs on every image, none validated" in capsys.readouterr().out
+    folder = out / "all"
+    assert "40 training and no validation" in (folder / "train.log").read_text()
+    metrics = json.loads((folder / "metrics.json").read_text())
+    assert [row["val_acc"] for row in metrics] == [None, None]
+    assert (folder / "last.safetensors").is_file() and (folder / "curves.png").is_file()
+    assert not (folder / "best.safetensors").exists() and not (folder / "per_class.json").exists()
+    assert read_metadata(folder / "last.safetensors")["data"]["val_split"] == 0
+    code = main(["evaluate", "--weights", str(folder / "last.safetensors")])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1 and "trained on every image" in err and "--data" in err
 
 
 def bad_folder(tmp_path, kind):

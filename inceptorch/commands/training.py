@@ -35,6 +35,10 @@ def _run_train(args, start=None) -> int:
     options = {k: v for k, v in vars(args).items() if k not in ("run", "command")}
     result = (start or train)(options)
     last = result.metrics
+    if result.best_epoch is None:
+        print(f"trained {last['epoch']} epochs on every image, none validated (--val-split 0); run folder "
+              f"{result.run_dir}")
+        return 0
     print(f"val acc {last['val_acc']:.4f} after {last['epoch']} epochs (best {result.best_val_acc:.4f} at epoch "
           f"{result.best_epoch}); run folder {result.run_dir}")
     return 0
