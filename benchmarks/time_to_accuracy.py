@@ -109,7 +109,8 @@ def report(result: dict) -> str:
              f"{where['torch_threads']} threads, load average {where['load_average']:.1f} at the start)")
     isa = " ".join(name for name, present in where.get("isa", {}).items() if present) or "unknown"
     title += (f"\nCPU {where['cpu']} ({isa}); precision {run['precision']}, compile {run['compile']}, "
-              f"batch {result['config']['batch_size']}, channels-last {result['config']['channels_last']}")
+              f"batch {result['config']['batch_size']}, channels-last {result['config']['channels_last']}, "
+              f"seed {result['config']['seed']}")
     lines = [title, "", f"{'epoch':>5}  {'wall s':>7}  {'img/s':>6}  {'val acc':>7}"]
     for row in result["epochs"]:
         val_acc = "-" if row["val_acc"] is None else f"{row['val_acc']:.4f}"  # an epoch --val-every skipped
@@ -143,6 +144,7 @@ def main(argv=None) -> int:
     parser.add_argument("--device", default="cpu", help="cpu (default) or cuda")
     parser.add_argument("--epochs", type=int, help="override the recipe's epochs (quick checks)")
     parser.add_argument("--train-samples", type=int, help="train on the first N images only (quick checks)")
+    parser.add_argument("--seed", type=int, help="override the recipe's seed (weights, order, augmentation)")
     parser.add_argument("--thresholds", help="comma-separated accuracies (default: by data set)")
     parser.add_argument("--d2l-steps", type=int, default=3, help="timed steps of the d2l recipe (0: skip it)")
     parser.add_argument("--out-dir", default=str(ROOT / "runs"), help="where the run folder goes")
@@ -152,7 +154,8 @@ def main(argv=None) -> int:
 
     options = {"recipe": args.recipe, "data_root": args.data_root, "val_split": HELD_OUT,
                "device": args.device, "out_dir": args.out_dir}
-    options.update({k: v for k, v in (("epochs", args.epochs), ("train_samples", args.train_samples)) if v})
+    options.update({k: v for k, v in (("epochs", args.epochs), ("train_samples", args.train_samples),
+                                      ("seed", args.seed)) if v is not None})
     config = resolve(options)
     thresholds = ([float(t) for t in args.thresholds.split(",")] if args.thresholds
                   else THRESHOLDS.get(config.data, THRESHOLDS["fashion-mnist"]))

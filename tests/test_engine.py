@@ -234,6 +234,7 @@ def test_recipe_file_is_overridden_by_explicit_options(tmp_path):
     ({"optimizer": "lion"}, "optimizer"), ({"augment": "flip,rotate"}, "rotate"),
     ({"batchsize": 32}, "did you mean 'batch_size'"), ({"recipe": "no-such-recipe"}, "no-such-recipe"),
     ({"epochs": "ten"}, "epochs"), ({"model_args": "width"}, "KEY=VALUE"), ({"val_every": 0}, "--val-every"),
+    ({"val_split": -0.1}, "--val-split"),
 ])
 def test_bad_options_are_config_errors(options, words):
     with pytest.raises(ConfigError, match=words):
