@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 
 from .errors import ConfigError, DataError, InputSizeError
-from .images import CROP_FRACTION, Preprocessing, read_image
+from .images import CROP_FRACTION, ERASING, Preprocessing, read_image
 from .models.meta import min_input_size
 from .sources import Source, Split
 
@@ -185,7 +185,7 @@ def augment_batch(x: torch.Tensor, augment, generator: torch.Generator, rank: in
     once.
 
     The draws are made for the global batch, of which this process takes every world-th: the images of
-    the global batch get the same flips and crops however many processes share it.
+    the global batch get the same flips, crops and erasing however many processes share it.
     """
     n, _, h, w = x.shape
     if "flip" in augment:
@@ -207,13 +207,14 @@ def augment_batch(x: torch.Tensor, augment, generator: torch.Generator, rank: in
     return x
 
 
-def erased_rectangles(n: int, h: int, w: int, generator: torch.Generator, p: float = 0.5,
-                      area=(0.02, 0.4), ratio=(0.3, 3.3)) -> torch.Tensor:
-    """Masks (n x h x w, True inside) of random erasing (Zhong et al., 2017): with probability ``p`` an
-    image loses a rectangle of 2-40 % of its area, of height/width ratio 0.3-3.3, anywhere inside it.
+def erased_rectangles(n: int, h: int, w: int, generator: torch.Generator) -> torch.Tensor:
+    """Masks (n x h x w, True inside) of random erasing (Zhong et al., 2017): with probability 0.5 an
+    image loses a rectangle of 2-40 % of its area, of height/width ratio 0.3-3.3, anywhere inside it
+    (``images.ERASING``, which the per-file path gives torchvision's RandomErasing).
 
     Filled with zeros of the normalized input, the mean colour, as torchvision's RandomErasing does.
     """
+    area, ratio = ERASING["scale"], ERASING["ratio"]
     draws = torch.rand(5, n, generator=generator)
     share = area[0] + (area[1] - area[0]) * draws[0]
     aspect = torch.exp(math.log(ratio[0]) + (math.log(ratio[1]) - math.log(ratio[0])) * draws[1])
@@ -225,7 +226,7 @@ def erased_rectangles(n: int, h: int, w: int, generator: torch.Generator, p: flo
     cols = torch.arange(w)[None, :]
     inside_rows = (rows >= tops[:, None]) & (rows < (tops + heights)[:, None])  # n, h
     inside_cols = (cols >= lefts[:, None]) & (cols < (lefts + widths)[:, None])  # n, w
-    chosen = (draws[4] < p)[:, None, None]
+    chosen = (draws[4] < ERASING["p"])[:, None, None]
     return chosen & inside_rows[:, :, None] & inside_cols[:, None, :]
 
 

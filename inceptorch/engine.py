@@ -82,10 +82,9 @@ def fit(model, loaders: dict, config: TrainConfig, run: "runs.Run | None" = None
         device=None, stop: CtrlC | None = None) -> list[dict]:
     """Trains ``model`` on ``loaders['train']`` for ``config.epochs`` epochs, scoring ``loaders['val']``
     (where there is one) after every ``config.val_every``-th epoch and the last; with ``run``, writes
-    metrics and checkpoints;
-    with ``state`` (from ``runs.load_state``), continues where that run stopped (at an epoch's end, or
-    at the step where Ctrl-C stopped it); with ``stop``, saves the state and raises
-    ``TrainingInterrupted`` once it is requested. Returns the metrics of every epoch."""
+    metrics and checkpoints; with ``state`` (from ``runs.load_state``), continues where that run stopped
+    (at an epoch's end, or at the step where Ctrl-C stopped it); with ``stop``, saves the state and
+    raises ``TrainingInterrupted`` once it is requested. Returns the metrics of every epoch."""
     processes = processes or Processes()
     device = device or torch.device("cpu")
     train_batches, val_batches = loaders["train"], loaders.get("val")  # none with --val-split 0
@@ -219,9 +218,9 @@ def fit(model, loaders: dict, config: TrainConfig, run: "runs.Run | None" = None
             saved_with = {**(metadata or {}), "epoch": epoch + 1, **scores}
             run.save_checkpoint(model, resume_state(epoch + 1), saved_with, improved)
             run.log_epoch(history)
-        val_text = f"val acc {row['val_acc']:.3f}" if scored else "not validated" if val_batches else ""
+        val_text = f"  val acc {row['val_acc']:.3f}" if scored else "  not validated" if val_batches else ""
         line = (f"epoch {epoch + 1}/{config.epochs}  loss {row['train_loss']:.3f}  "
-                f"train acc {row['train_acc']:.3f}  {val_text}  "
+                f"train acc {row['train_acc']:.3f}{val_text}  "
                 f"{row['images_per_s']:.0f} img/s  {row['seconds']:.1f} s")
         _say(line, run, quiet=config.quiet)
 
@@ -341,6 +340,9 @@ def evaluate(weights=None, data: str | None = None, *, split: str = "val", data_
                       "data_root": data_root or (spec.get("data_root") if same_data else None),
                       "val_split": 0.1 if held_out is None else held_out})
     source = sources.open_source(config, (split,))
+    if split not in source.splits and val_split == 0:
+        raise ConfigError(f"--val-split 0 holds no images of {data} out to score: give a fraction such as 0.1, "
+                          "or --split test")
     if split not in source.splits:
         raise DataError(f"{scored_what} was trained on every image of {data} (--val-split 0), so none is held "
                         "out to score it on: evaluate it on other images (--data) or a test split (--split test)")

@@ -27,6 +27,7 @@ from .weights import read_metadata
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 INCEPTION_MEAN_STD = ((0.5, 0.5, 0.5), (0.5, 0.5, 0.5))  # Google's Inception weights see pixels in [-1, 1]
+ERASING = {"p": 0.5, "scale": (0.02, 0.4), "ratio": (0.3, 3.3)}  # Zhong et al., 2017: chance, area, h/w
 CROP_FRACTION = 0.875  # ImageNet evaluation: resize to crop / 0.875 (342 for 299, 256 for 224), then crop
 
 
@@ -139,7 +140,7 @@ class Preprocessing:
         if normalize:
             steps.append(v2.Normalize(self.mean, self.std))
         if "erase" in augment:
-            steps.append(v2.RandomErasing(p=0.5, scale=(0.02, 0.4), ratio=(0.3, 3.3)))
+            steps.append(v2.RandomErasing(**ERASING))
         return v2.Compose(steps)
 
 

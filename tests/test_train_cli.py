@@ -98,6 +98,9 @@ def test_val_split_0_trains_on_every_image_and_evaluate_refuses_the_training_ima
     code = main(["evaluate", "--weights", str(folder / "last.safetensors")])
     err = capsys.readouterr().err.strip()
     assert code == 2 and len(err.splitlines()) == 1 and "trained on every image" in err and "--data" in err
+    code = main(["evaluate", "--weights", str(folder / "last.safetensors"), "--val-split", "0"])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1 and "--val-split 0 holds no images" in err
 
 
 def bad_folder(tmp_path, kind):
