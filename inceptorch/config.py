@@ -21,6 +21,7 @@ SCHEDULES = ("cosine", "onecycle", "step", "constant")
 AUGMENTATIONS = ("flip", "crop", "erase")
 DEVICES = ("auto", "cpu", "cuda")
 WEIGHT_ORIGINS = ("auto", "torchvision", "timm", "imagenet")
+AT_END = "end"  # --val-every end: score the last epoch only, however many --epochs there are
 
 
 def _opt(default, help: str, metavar: str | None = None):
@@ -57,8 +58,9 @@ class TrainConfig:
                        "flip,crop")
     test_flip: bool = _opt(False, "validation also scores each image mirrored and averages the two "
                            "predictions (for data whose classes survive a flip, unlike digits)")
-    val_every: int = _opt(1, "score the validation split after every N epochs and after the last; the "
-                          "epochs between have no val_loss or val_acc, and their time goes to training", "N")
+    val_every: int | str = _opt(1, "score the validation split after every N epochs and after the last, or "
+                                "after the last only (end); the epochs between have no val_loss or val_acc, "
+                                "and their time goes to training", "N|end")
     workers: int = _opt(2, "data loader processes for image folders")
     strict: bool = _opt(False, "stop on an unreadable image instead of skipping it with a warning")
     cache_images: bool | None = _opt(None, "decode an image folder once and hold it in memory as one uint8 "
@@ -118,6 +120,10 @@ class TrainConfig:
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 
+    def validates_after(self, epoch: int) -> bool:
+        """Whether epoch ``epoch`` (counted from 1) is scored on the validation split."""
+        return epoch == self.epochs or (self.val_every != AT_END and epoch % self.val_every == 0)
+
 
 FIELDS = {f.name: f for f in fields(TrainConfig)}
 
@@ -147,16 +153,19 @@ def _normalize(key: str, value):
         if any(len(p) != 2 for p in pairs):
             raise ConfigError(f"--model-args '{value}' is not a list of KEY=VALUE pairs")
         return {k.strip(): yaml.safe_load(v) for k, v in pairs}
+    if key == "val_every" and value == AT_END:
+        return value
     kind = FIELDS[key].type
     try:
-        if kind in (int, int | None):
+        if kind in (int, int | None, int | str):
             if isinstance(value, float) and not value.is_integer():
                 raise ValueError
             return int(value)
         if kind in (float, float | None):
             return float(value)
     except (TypeError, ValueError):
-        raise ConfigError(f"option {key} must be a number, got {value!r}") from None
+        words = f" or {AT_END}" if key == "val_every" else ""
+        raise ConfigError(f"option {key} must be a number{words}, got {value!r}") from None
     return value
 
 
@@ -226,7 +235,8 @@ def check(c: TrainConfig) -> None:
     need(c.batch_size > 0,
          f"--batch-size must be at least 1, got {c.batch_size}: for instance --batch-size 128")
     need(c.epochs > 0, f"--epochs must be at least 1, got {c.epochs}")
-    need(c.val_every > 0, f"--val-every must be at least 1, got {c.val_every}: for instance --val-every 1")
+    need(c.val_every == AT_END or c.val_every > 0,
+         f"--val-every must be at least 1 or {AT_END}, got {c.val_every}: for instance --val-every 1")
     need(c.val_split >= 0, f"--val-split must be a fraction, a number of images or 0 (hold none out), got "
                            f"{c.val_split}")
     need(c.amp in (True, False, "auto"), f"amp must be true, false or auto, got {c.amp!r}")

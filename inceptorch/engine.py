@@ -81,7 +81,7 @@ def fit(model, loaders: dict, config: TrainConfig, run: "runs.Run | None" = None
         metadata: dict | None = None, state: dict | None = None, processes: Processes | None = None,
         device=None, stop: CtrlC | None = None) -> list[dict]:
     """Trains ``model`` on ``loaders['train']`` for ``config.epochs`` epochs, scoring ``loaders['val']``
-    (where there is one) after every ``config.val_every``-th epoch and the last; with ``run``, writes
+    (where there is one) after the epochs ``config.validates_after``; with ``run``, writes
     metrics and checkpoints; with ``state`` (from ``runs.load_state``), continues where that run stopped
     (at an epoch's end, or at the step where Ctrl-C stopped it); with ``stop``, saves the state and
     raises ``TrainingInterrupted`` once it is requested. Returns the metrics of every epoch."""
@@ -202,7 +202,7 @@ def fit(model, loaders: dict, config: TrainConfig, run: "runs.Run | None" = None
         train_seconds = time.perf_counter() - started
         totals = processes.sum(torch.tensor([correct.item(), seen], dtype=torch.float64, device=device))
         totals = totals.tolist()
-        scored = val_batches is not None and ((epoch + 1) % config.val_every == 0 or epoch + 1 == config.epochs)
+        scored = val_batches is not None and config.validates_after(epoch + 1)
         val = evaluate_batches(model, val_batches, model.num_classes, device, processes, amp_dtype,
                                config.test_flip) if scored else {"loss": None, "acc": None}
         row = {"epoch": epoch + 1, "train_loss": loss_sum / max(seen, 1),

@@ -67,19 +67,21 @@ def test_fit_learns_a_generated_task():
     assert history[-1]["train_loss"] < history[0]["train_loss"]
 
 
-def test_val_every_scores_only_every_nth_and_the_last_epoch(tmp_path):
-    config = resolve({"epochs": 5, "val_every": 2, "batch_size": 16, "lr": 0.1, "aux_weight": 0.0,
+@pytest.mark.parametrize("val_every, scored", [
+    (2, [False, True, False, True, True]), ("end", [False, False, False, False, True])])
+def test_val_every_scores_only_every_nth_and_the_last_epoch(tmp_path, val_every, scored):
+    config = resolve({"epochs": 5, "val_every": val_every, "batch_size": 16, "lr": 0.1, "aux_weight": 0.0,
                       "quiet": True, "out_dir": str(tmp_path), "name": "sparse"})
     model = TinyNet(aux_logits=False)
     run = runs.Run(config)
     history = engine.fit(model, loaders_for(model, config), config, run)
     run.close()
-    assert [row["val_acc"] is not None for row in history] == [False, True, False, True, True]
+    assert [row["val_acc"] is not None for row in history] == scored
     assert history[-1]["val_acc"] >= 0.9 and history[0]["val_loss"] is None
     folder = tmp_path / "sparse"
     csv_rows = (folder / "metrics.csv").read_text().splitlines()
     val_column = csv_rows[0].split(",").index("val_acc")
-    assert [line.split(",")[val_column] == "" for line in csv_rows[1:]] == [True, False, True, False, False]
+    assert [line.split(",")[val_column] == "" for line in csv_rows[1:]] == [not s for s in scored]
     scored = [row for row in history if row["val_acc"] is not None]
     best = max(scored, key=lambda row: row["val_acc"])
     assert inceptorch.weights.read_metadata(folder / "best.safetensors")["epoch"] == best["epoch"]
@@ -229,11 +231,22 @@ def test_recipe_file_is_overridden_by_explicit_options(tmp_path):
     assert resolve(TrainConfig(recipe=str(recipe), epochs=3)).epochs == 3
 
 
+def test_a_recipe_validated_at_the_end_stays_so_when_epochs_change(tmp_path):
+    recipe = tmp_path / "end.yaml"
+    recipe.write_text("epochs: 8\nval_every: end\n")
+    for epochs in ("8", "16"):  # as the command line gives them
+        config = resolve({"recipe": str(recipe), "epochs": epochs})
+        assert [e for e in range(1, config.epochs + 1) if config.validates_after(e)] == [config.epochs]
+    every_eighth = resolve({"epochs": 16, "val_every": "8"})
+    assert [e for e in range(1, 17) if every_eighth.validates_after(e)] == [8, 16]
+
+
 @pytest.mark.parametrize("options, words", [
     ({"lr": 0}, "--lr"), ({"lr": -1}, "--lr"), ({"batch_size": 0}, "--batch-size"),
     ({"optimizer": "lion"}, "optimizer"), ({"augment": "flip,rotate"}, "rotate"),
     ({"batchsize": 32}, "did you mean 'batch_size'"), ({"recipe": "no-such-recipe"}, "no-such-recipe"),
     ({"epochs": "ten"}, "epochs"), ({"model_args": "width"}, "KEY=VALUE"), ({"val_every": 0}, "--val-every"),
+    ({"val_every": "often"}, "number or end"),
     ({"val_split": -0.1}, "--val-split"),
 ])
 def test_bad_options_are_config_errors(options, words):
