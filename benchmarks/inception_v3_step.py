@@ -19,7 +19,6 @@ without bfloat16), for both libraries; torch.compile starts from an empty cache.
 import argparse
 import json
 import os
-import platform
 import sys
 import tempfile
 import time
@@ -28,10 +27,10 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from safetensors.torch import save_file
+from time_to_accuracy import machine  # the script beside this one: its record of the machine
 
 from inceptorch import create_model
 from inceptorch.config import TrainConfig
-from inceptorch.cpu import cpu_name, isa_flags
 from inceptorch.inference.bench import time_interleaved
 from inceptorch.tables import text_table
 from inceptorch.training import autocast_dtype, make_optimizer, pick_device, training_loss
@@ -68,7 +67,8 @@ def training_step(model, x, y, device, dtype, channels_last: bool, compiled: boo
     y = y.to(device)
     config = TrainConfig(lr=0.1, momentum=0.9, weight_decay=1e-4)
     optimizer = (make_optimizer(model, config) if ours else
-                 torch.optim.SGD(model.parameters(), lr=config.lr, momentum=0.9, weight_decay=1e-4))
+                 torch.optim.SGD(model.parameters(), lr=config.lr, momentum=config.momentum,
+                                 weight_decay=config.weight_decay))
     scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
     forward = torch.compile(model) if compiled else model
 
@@ -107,14 +107,6 @@ def build_paths(device, dtype, batch: int, compile: bool, folder: str) -> list[d
     return built
 
 
-def machine_info(device) -> dict:
-    info = {"device": str(device), "torch": torch.__version__, "platform": platform.platform(),
-            "cpu": cpu_name(), "isa": isa_flags(), "threads": torch.get_num_threads()}
-    if device.type == "cuda":
-        info["gpu"] = torch.cuda.get_device_name(device)
-    return info
-
-
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="auto", help="auto (the GPU where there is one), cpu or cuda")
@@ -128,6 +120,7 @@ def main(argv=None) -> int:
     batch = args.batch or (128 if device.type == "cuda" else 8)
     dtype = autocast_dtype(TrainConfig(amp=True), device)
     torch.backends.cudnn.benchmark = True  # both libraries' training scripts turn it on
+    where = machine(device)  # before the run, whose own load would count in the load average
 
     with tempfile.TemporaryDirectory(prefix="inception_v3_step_") as folder:
         os.environ["TORCHINDUCTOR_CACHE_DIR"] = str(Path(folder) / "inductor")
@@ -139,19 +132,18 @@ def main(argv=None) -> int:
     for row in rows:
         row["vs_timm"] = row["images_per_s"] / rows[0]["images_per_s"]
 
-    machine = machine_info(device)
-    where = machine.get("gpu") or f"{machine['cpu']} ({' '.join(k for k, v in machine['isa'].items() if v)})"
+    device_name = where.get("gpu") or f"{where['cpu']} ({' '.join(k for k, v in where['isa'].items() if v)})"
     table = text_table(["path", "img/s", "vs timm", "first loss", "compile s"],
                        [[r["path"], f"{r['images_per_s']:.1f}", f"{r['vs_timm']:.2f}x", f"{r['first_loss']:.4f}",
                          f"{r['compile_s']:.1f}" if r["compile_s"] else "-"] for r in rows])
     precision = str(dtype).removeprefix("torch.") + " autocast" if dtype else "float32"
-    text = (f"inception_v3 training step, {batch}x3x{SIZE}x{SIZE}, {precision}, on {where}, torch "
+    text = (f"inception_v3 training step, {batch}x3x{SIZE}x{SIZE}, {precision}, on {device_name}, torch "
             f"{torch.__version__}, median of {args.repeats} interleaved rounds\n\n{table}")
     print("\n" + text)
     out = Path(args.json or RESULTS / "inception_v3_step.json")
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({"batch": batch, "precision": precision, "repeats": args.repeats,
-                               "machine": machine, "rows": rows}, indent=1))
+                               "machine": where, "rows": rows}, indent=1))
     out.with_name(out.stem + "_table.txt").write_text(text + "\n")
     print(f"\nwritten: {out}")
     return 0
