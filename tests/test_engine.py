@@ -67,21 +67,21 @@ def test_fit_learns_a_generated_task():
     assert history[-1]["train_loss"] < history[0]["train_loss"]
 
 
-@pytest.mark.parametrize("val_every, scored", [
+@pytest.mark.parametrize("val_every, validated", [
     (2, [False, True, False, True, True]), ("end", [False, False, False, False, True])])
-def test_val_every_scores_only_every_nth_and_the_last_epoch(tmp_path, val_every, scored):
+def test_val_every_scores_only_every_nth_and_the_last_epoch(tmp_path, val_every, validated):
     config = resolve({"epochs": 5, "val_every": val_every, "batch_size": 16, "lr": 0.1, "aux_weight": 0.0,
                       "quiet": True, "out_dir": str(tmp_path), "name": "sparse"})
     model = TinyNet(aux_logits=False)
     run = runs.Run(config)
     history = engine.fit(model, loaders_for(model, config), config, run)
     run.close()
-    assert [row["val_acc"] is not None for row in history] == scored
+    assert [row["val_acc"] is not None for row in history] == validated
     assert history[-1]["val_acc"] >= 0.9 and history[0]["val_loss"] is None
     folder = tmp_path / "sparse"
     csv_rows = (folder / "metrics.csv").read_text().splitlines()
     val_column = csv_rows[0].split(",").index("val_acc")
-    assert [line.split(",")[val_column] == "" for line in csv_rows[1:]] == [not s for s in scored]
+    assert [line.split(",")[val_column] == "" for line in csv_rows[1:]] == [not v for v in validated]
     scored = [row for row in history if row["val_acc"] is not None]
     best = max(scored, key=lambda row: row["val_acc"])
     assert inceptorch.weights.read_metadata(folder / "best.safetensors")["epoch"] == best["epoch"]
