@@ -27,10 +27,10 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from safetensors.torch import save_file
-from time_to_accuracy import machine  # the script beside this one: its record of the machine
 
 from inceptorch import create_model
 from inceptorch.config import TrainConfig
+from inceptorch.cpu import describe, machine
 from inceptorch.inference.bench import time_interleaved
 from inceptorch.tables import text_table
 from inceptorch.training import autocast_dtype, make_optimizer, pick_device, training_loss
@@ -132,12 +132,11 @@ def main(argv=None) -> int:
     for row in rows:
         row["vs_timm"] = row["images_per_s"] / rows[0]["images_per_s"]
 
-    device_name = where.get("gpu") or f"{where['cpu']} ({' '.join(k for k, v in where['isa'].items() if v)})"
     table = text_table(["path", "img/s", "vs timm", "first loss", "compile s"],
                        [[r["path"], f"{r['images_per_s']:.1f}", f"{r['vs_timm']:.2f}x", f"{r['first_loss']:.4f}",
                          f"{r['compile_s']:.1f}" if r["compile_s"] else "-"] for r in rows])
     precision = str(dtype).removeprefix("torch.") + " autocast" if dtype else "float32"
-    text = (f"inception_v3 training step, {batch}x3x{SIZE}x{SIZE}, {precision}, on {device_name}, torch "
+    text = (f"inception_v3 training step, {batch}x3x{SIZE}x{SIZE}, {precision}, on {describe(where)}, torch "
             f"{torch.__version__}, median of {args.repeats} interleaved rounds\n\n{table}")
     print("\n" + text)
     out = Path(args.json or RESULTS / "inception_v3_step.json")

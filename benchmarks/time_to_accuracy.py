@@ -17,7 +17,6 @@ the later epochs' checkpoint writes.
 import argparse
 import json
 import os
-import platform
 import sys
 import time
 from pathlib import Path
@@ -27,7 +26,7 @@ import torch
 from inceptorch import data as datasets
 from inceptorch import sources
 from inceptorch.config import resolve
-from inceptorch.cpu import cpu_name, isa_flags
+from inceptorch.cpu import describe, machine
 from inceptorch.engine import build_model, make_optimizer, pick_device, train, training_loss
 from inceptorch.training import autocast_dtype
 
@@ -84,16 +83,6 @@ def first_reached(history: list[dict], walls: list[float], thresholds) -> dict:
     return reached
 
 
-def machine(device: torch.device) -> dict:
-    info = {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
-            "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(), "torch": torch.__version__,
-            "cpu": cpu_name(), "isa": isa_flags(), "device": str(device), "load_average": os.getloadavg()[0],
-            "omp": {k: os.environ[k] for k in ("OMP_NUM_THREADS", "OMP_WAIT_POLICY") if k in os.environ}}
-    if device.type == "cuda":
-        info["gpu"] = torch.cuda.get_device_name(device)
-    return info
-
-
 def precision(config, device: torch.device) -> str:
     """What the run computes in: bfloat16 or float16 autocast (float32 weights), or float32."""
     dtype = autocast_dtype(config, device)
@@ -106,9 +95,8 @@ def report(result: dict) -> str:
     where = result["machine"]
     title = (f"time to accuracy: recipe {result['recipe']} ({run['model']} on {run['data']}, "
              f"{run['train_images']} training / {run['val_images']} validation images, {where['device']}, "
-             f"{where['torch_threads']} threads, load average {where['load_average']:.1f} at the start)")
-    isa = " ".join(name for name, present in where.get("isa", {}).items() if present) or "unknown"
-    title += (f"\nCPU {where['cpu']} ({isa}); precision {run['precision']}, compile {run['compile']}, "
+             f"{where['threads']} threads, load average {where['load_average']:.1f} at the start)")
+    title += (f"\n{describe(where)}; precision {run['precision']}, compile {run['compile']}, "
               f"batch {result['config']['batch_size']}, channels-last {result['config']['channels_last']}, "
               f"seed {result['config']['seed']}")
     lines = [title, "", f"{'epoch':>5}  {'wall s':>7}  {'img/s':>6}  {'val acc':>7}"]

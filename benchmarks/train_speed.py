@@ -34,7 +34,6 @@ threads bound to cores 1.08x.
 import argparse
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -47,7 +46,7 @@ import torch.nn.functional as F
 
 from inceptorch import create_model
 from inceptorch.config import TrainConfig
-from inceptorch.cpu import cpu_name, fast_bf16, isa_flags
+from inceptorch.cpu import describe, machine
 from inceptorch.data import augment_batch, shape_batch
 from inceptorch.images import Preprocessing
 from inceptorch.inference.bench import time_interleaved
@@ -209,24 +208,21 @@ def main(argv=None) -> int:
         print(child_rate(args.width))
         return 0
 
+    where = machine()  # before the run, whose own load would count in the load average
     rows = in_process_rows(args.width, args.compile, args.repeats)
     if args.process_rounds:
         rows += process_rows(args.width, args.process_rounds)
-    machine = {"cpu": cpu_name(), "isa": isa_flags(), "fast_bf16": fast_bf16(), "threads": torch.get_num_threads(),
-               "cpu_count": os.cpu_count(), "torch": torch.__version__, "platform": platform.platform(),
-               "load_average": os.getloadavg()[0]}
     table = text_table(["path", "batch", "img/s", "vs ref", "compile s"],
                        [[r["path"], str(r["batch"]), f"{r['images_per_s']:.0f}",
                          f"{r['vs_reference']:.2f}x", f"{r['setup_s']:.1f}" if r["setup_s"] else "-"]
                         for r in rows])
-    isa = " ".join(name for name, present in machine["isa"].items() if present)
-    text = (f"training step of googlenet_small (width {args.width}) on 1x28x28 inputs, {machine['cpu']} ({isa}), "
-            f"{machine['threads']} threads, torch {torch.__version__}, median of {args.repeats} interleaved "
+    text = (f"training step of googlenet_small (width {args.width}) on 1x28x28 inputs, {describe(where)}, "
+            f"{where['threads']} threads, torch {torch.__version__}, median of {args.repeats} interleaved "
             f"rounds; thread and allocator rows: median of {args.process_rounds} child processes each\n\n{table}")
     print("\n" + text)
     out = Path(args.json or RESULTS / "train_speed.json")
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"width": args.width, "repeats": args.repeats, "machine": machine, "rows": rows},
+    out.write_text(json.dumps({"width": args.width, "repeats": args.repeats, "machine": where, "rows": rows},
                               indent=1))
     out.with_name(out.stem + "_table.txt").write_text(text + "\n")
     print(f"\nwritten: {out}")

@@ -31,8 +31,8 @@ import numpy as np
 import torch
 
 import inceptorch
+from inceptorch.cpu import describe, machine
 from inceptorch.images import read_image
-from inceptorch.inference import cpu_name
 from inceptorch.tables import text_table
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -120,15 +120,6 @@ def scratch(npz: Path, size: int, budget_s: float, epoch_s: float, network: dict
             "run_dir": str(run.run_dir), **report_of(run.run_dir, npz)}
 
 
-def isa_flags() -> list[str]:
-    try:
-        flags = next(line.split(":", 1)[1].split() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                     if line.startswith("flags"))
-    except (OSError, StopIteration):
-        return []
-    return sorted(f for f in flags if f.startswith(("avx512", "amx", "avx2", "fma")))
-
-
 def table(results: dict) -> str:
     header = ["input", "start", "epochs", "train s", "held-out acc", "linear probe acc", "img/s probe/full",
               "cat P/R", "dog P/R", "confusion [[cc cd] [dc dd]]"]
@@ -157,6 +148,7 @@ def main() -> None:
     parser.add_argument("--lr-unfrozen", type=float, default=0.01, help="peak rate of the backbone in phase 2")
     args = parser.parse_args()
     work, source = Path(args.work_dir), Path(args.source)
+    where = {**machine(), "cpu_capability": torch.backends.cpu.get_cpu_capability()}  # before any training
     photos = Path(args.data_root) / "cats_vs_dogs" / "train"
     common = {"batch_size": 64, "optimizer": "sgd", "momentum": 0.9, "weight_decay": 5e-4,
               "augment": "flip,crop", "test_flip": True, "channels_last": True, "amp": True,
@@ -165,9 +157,7 @@ def main() -> None:
     source_meta = inceptorch.weights.read_metadata(source)
     network = {"model": source_meta["model"], "model_args": {  # what finetune reads from the checkpoint
         k: v for k, v in source_meta["build_config"].items() if k not in ("num_classes", "in_chans", "aux_logits")}}
-    results = {"model": network, "cpu": cpu_name(), "isa": isa_flags(), "cpu_capability":
-               torch.backends.cpu.get_cpu_capability(), "threads": torch.get_num_threads(),
-               "load_average_at_start": os.getloadavg()[0],
+    results = {"model": network, "machine": where,
                "photos": {"train": 800, "held_out": 200, "held_out_rule": "every fifth photo of each class"},
                "source": {"checkpoint": str(source), "recipe": SOURCE_RECIPE, "epoch": source_meta.get("epoch"),
                           "cifar10_val_acc": source_meta.get("val_acc"), **(source_run or {}),
@@ -182,7 +172,8 @@ def main() -> None:
                                                                         tuned["full_epoch_seconds"], network, args,
                                                                         common)}
     print(f"\n{network['model']} {network['model_args']} from the {SOURCE_RECIPE} checkpoint (CIFAR-10 val acc "
-          f"{source_meta.get('val_acc'):.4f}) vs from scratch in the same time, on {results['cpu']}, {results['threads']} threads; held out: 200 "
+          f"{source_meta.get('val_acc'):.4f}) vs from scratch in the same time, on "
+          f"{describe(where)}, {where['threads']} threads; held out: 200 "
           "cats_vs_dogs photos (100 a class), last checkpoint of each run, mirror averaged\n")
     print(table(results))
     out = RESULTS / "transfer.json"

@@ -1,10 +1,14 @@
-"""What the CPU at hand offers: its name and instruction-set flags, and whether bfloat16 is fast on it.
+"""What the CPU at hand offers: its name and instruction-set flags, and whether bfloat16 is fast on it;
+and the record of the machine that every benchmark writes beside its figures.
 
 Read from Linux's /proc/cpuinfo; elsewhere the flags are unknown (empty) and bfloat16 counts as slow.
 """
 
+import os
 import platform
 from pathlib import Path
+
+import torch
 
 CPUINFO = Path("/proc/cpuinfo")
 # The flags benchmark records list: vector widths, and the units that run bfloat16 and int8 fast.
@@ -43,13 +47,32 @@ def isa_names(flags=None) -> list[str]:
     return [name for name, names in ISA_NAMES.items() if flags.intersection(names)]
 
 
-def isa_flags(flags=None) -> dict[str, bool]:
-    """Which of ``ISA_FLAGS`` the CPU has (``flags``: the CPU's own by default)."""
+def isa_flags(flags=None) -> list[str]:
+    """Those of ``ISA_FLAGS`` the CPU has, in that order (``flags``: the CPU's own by default)."""
     flags = cpu_flags() if flags is None else flags
-    return {name: name in flags for name in ISA_FLAGS}
+    return [name for name in ISA_FLAGS if name in flags]
 
 
 def fast_bf16(flags=None) -> bool:
     """Whether the CPU computes bfloat16 natively (``flags``: the CPU's own by default)."""
     flags = cpu_flags() if flags is None else flags
     return any(name in flags for name in FAST_BF16_FLAGS)
+
+
+def machine(device: torch.device | str = "cpu") -> dict:
+    """Where a benchmark runs: the CPU's name and ISA flags, threads, torch, the GPU where ``device`` is
+    one, and the load average, which is why a benchmark takes this before its own run adds to it."""
+    device = torch.device(device)
+    info = {"cpu": cpu_name(), "isa": isa_flags(), "fast_bf16": fast_bf16(), "cpu_count": os.cpu_count(),
+            "threads": torch.get_num_threads(), "load_average": os.getloadavg()[0], "device": str(device),
+            "torch": torch.__version__, "python": platform.python_version(), "platform": platform.platform(),
+            "omp": {k: os.environ[k] for k in ("OMP_NUM_THREADS", "OMP_WAIT_POLICY") if k in os.environ}}
+    if device.type == "cuda":
+        info["gpu"] = torch.cuda.get_device_name(device)
+    return info
+
+
+def describe(info: dict) -> str:
+    """A ``machine`` record in a table's title: the CPU's name and ISA flags, after the GPU's name if any."""
+    host = f"{info['cpu']} ({' '.join(info['isa']) or 'no ISA flags read'})"
+    return f"{info['gpu']} on a host with {host}" if "gpu" in info else host

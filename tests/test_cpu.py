@@ -39,9 +39,22 @@ def test_flags_and_name_come_from_cpuinfo(tmp_path, monkeypatch):
     monkeypatch.setattr(cpu, "CPUINFO", info)
     assert cpu.cpu_name() == "Test CPU @ 2.0GHz"
     assert cpu.cpu_flags() == {"fpu", "avx2", "amx_bf16", "avx512f"}
-    assert cpu.isa_flags() == {"avx2": True, "avx512f": True, "avx512_vnni": False, "avx512_bf16": False,
-                               "amx_bf16": True, "amx_int8": False}
+    assert cpu.isa_flags() == ["avx2", "avx512f", "amx_bf16"]
     assert cpu.fast_bf16()
+
+
+def test_machine_record_names_the_cpu_its_flags_and_threads(tmp_path, monkeypatch):
+    info = tmp_path / "cpuinfo"
+    info.write_text("processor\t: 0\nmodel name\t: Test CPU\nflags\t\t: fpu sse2 avx2 avx512f avx512_bf16\n")
+    monkeypatch.setattr(cpu, "CPUINFO", info)
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    record = cpu.machine()
+    assert (record["cpu"], record["isa"], record["fast_bf16"]) == ("Test CPU", ["avx2", "avx512f", "avx512_bf16"], True)
+    assert record["threads"] == torch.get_num_threads() and record["device"] == "cpu" and "gpu" not in record
+    assert record["omp"] == {"OMP_NUM_THREADS": "1"} and record["torch"] == torch.__version__
+    assert cpu.describe(record) == "Test CPU (avx2 avx512f avx512_bf16)"
+    assert cpu.describe({**record, "gpu": "Some GPU"}) == "Some GPU on a host with Test CPU (avx2 avx512f avx512_bf16)"
+    assert cpu.describe({**record, "isa": []}) == "Test CPU (no ISA flags read)"
 
 
 def test_no_cpuinfo_means_no_flags_and_float32(tmp_path, monkeypatch):

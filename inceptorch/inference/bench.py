@@ -10,7 +10,6 @@ import copy
 import json
 import logging
 import math
-import platform
 import statistics
 import time
 from dataclasses import asdict, dataclass, field
@@ -20,7 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..analysis import count_macs, full_input_size
-from ..cpu import cpu_name, isa_names
+from ..cpu import describe, machine
 from ..errors import ConfigError, InceptorchError
 from ..models import create_model
 from ..tables import text_table
@@ -126,7 +125,7 @@ class BenchReport:
                 line += [percent(scores.get("agreement")), percent(scores.get("accuracy"))]
             lines.append(line)
         peaks = ", ".join(f"{k} {v:.0f}" for k, v in self.peak_gflops.items() if k != "source")
-        notes = (f"CPU {self.machine.get('cpu')} ({', '.join(self.machine.get('isa', [])) or 'no ISA flags read'}); "
+        notes = (f"CPU {describe(self.machine)}; "
                  f"{self.threads} threads, median of {self.repeats} timed rounds after warm-up, paths interleaved\n"
                  f"peak GFLOP/s {peaks} ({self.peak_gflops.get('source')}); vs ref: over the first path of each "
                  f"group; vs peer: over the faster of {' and '.join(PEERS)}; agree: top-1 agreement with fp32 "
@@ -142,7 +141,8 @@ class BenchReport:
 
 
 def _machine() -> dict:
-    info = {"cpu": cpu_name(), "isa": isa_names(), "torch": torch.__version__, "python": platform.python_version()}
+    """``cpu.machine``'s record with the versions of the peer engines installed."""
+    info = machine()
     for module in ("onnxruntime", "openvino", "torchao", "nncf"):
         try:
             info[module] = __import__(module).__version__
@@ -303,6 +303,7 @@ def benchmark(models, *, batches=(1, 16), train_batches=(), input_size=None, thr
     if not models or min(list(batches) + list(train_batches) or [1]) < 1 or repeats < 1:
         raise ConfigError("give at least one model, batch sizes of at least 1 and at least one repeat")
     paths = bench_paths(backend, precision, compile, onnx)
+    where = _machine()  # before the run, whose own load would count in the load average
     previous_threads = torch.get_num_threads()
     if threads is not None:
         if threads < 1:
@@ -338,7 +339,7 @@ def benchmark(models, *, batches=(1, 16), train_batches=(), input_size=None, thr
                 rows += _rows(name, task, batch, shape, seconds, setup, agreement, flops, peaks)
     finally:
         torch.set_num_threads(previous_threads)
-    return BenchReport(rows, peaks, threads or previous_threads, repeats, _machine())
+    return BenchReport(rows, peaks, threads or previous_threads, repeats, where)
 
 
 def _top1(call, images: torch.Tensor, batch_size: int) -> torch.Tensor:
