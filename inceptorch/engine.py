@@ -77,6 +77,12 @@ def _say(line: str, run, quiet: bool) -> None:
             print(line, flush=True)
 
 
+def best_scored(history: list[dict]) -> dict | None:
+    """The validated epoch of ``history`` with the highest accuracy (the first of equals), whose weights
+    best.safetensors holds; None before any epoch was validated."""
+    return max((row for row in history if row["val_acc"] is not None), key=lambda row: row["val_acc"], default=None)
+
+
 def fit(model, loaders: dict, config: TrainConfig, run: "runs.Run | None" = None, *,
         metadata: dict | None = None, state: dict | None = None, processes: Processes | None = None,
         device=None, stop: CtrlC | None = None) -> list[dict]:
@@ -103,14 +109,13 @@ def fit(model, loaders: dict, config: TrainConfig, run: "runs.Run | None" = None
         optimizer, lambda step: lr_factor(step, total_steps, config, steps_per_epoch))
     amp_dtype = autocast_dtype(config, device)
     scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
-    history, best_acc, best_epoch, start_epoch, partial = [], -1.0, 0, 0, None
+    history, start_epoch, partial = [], 0, None
     if state is not None:
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         schedule.load_state_dict(state["schedule"])
         scaler.load_state_dict(state["scaler"])
         history, start_epoch = state["history"], state["epoch"]
-        best_acc, best_epoch = state["best_val_acc"], state["best_epoch"]
         partial = state.get("partial")  # set when Ctrl-C stopped the run inside an epoch
         log.info("resuming %s after epoch %d of %d%s", run.dir if run else "", start_epoch, config.epochs,
                  f" and {partial['batches']} batches of epoch {start_epoch + 1}" if partial else "")
@@ -130,7 +135,7 @@ def fit(model, loaders: dict, config: TrainConfig, run: "runs.Run | None" = None
         """What ``--resume`` needs, after a finished epoch or (``partial``) inside the next one."""
         return {"epoch": finished_epochs, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
                 "schedule": schedule.state_dict(), "scaler": scaler.state_dict(), "history": history,
-                "best_val_acc": best_acc, "best_epoch": best_epoch, "partial": partial}
+                "partial": partial}
 
     forward = wrapped()
     step = start_epoch * steps_per_epoch
@@ -209,10 +214,9 @@ def fit(model, loaders: dict, config: TrainConfig, run: "runs.Run | None" = None
                "train_acc": totals[0] / max(totals[1], 1), "val_loss": val["loss"], "val_acc": val["acc"],
                "lr": optimizer.param_groups[0]["lr"],
                "images_per_s": totals[1] / train_seconds, "seconds": time.perf_counter() - started}
+        best = best_scored(history)
+        improved = scored and (best is None or row["val_acc"] > best["val_acc"])
         history.append(row)
-        improved = scored and row["val_acc"] > best_acc
-        if improved:
-            best_acc, best_epoch = row["val_acc"], epoch + 1
         if run is not None:
             scores = {"val_acc": val["acc"]} if scored else {}
             saved_with = {**(metadata or {}), "epoch": epoch + 1, **scores}
@@ -304,8 +308,7 @@ def train(config: TrainConfig | dict | None = None, **options) -> TrainResult:
     finally:
         if started:
             dist.destroy_process_group()
-    best = max((row for row in history if row["val_acc"] is not None), key=lambda row: row["val_acc"],
-               default={"val_acc": None, "epoch": None})
+    best = best_scored(history) or {"val_acc": None, "epoch": None}
     return TrainResult(run.dir if run else None, history[-1], best["val_acc"], best["epoch"], history)
 
 
