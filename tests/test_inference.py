@@ -197,6 +197,7 @@ def test_cli_bench_times_every_path_and_writes_json(tmp_path, capsys):
     assert inference["torch fp32"]["vs_best_peer"] == pytest.approx(inference["torch fp32"]["images_per_s"] / peer)
     assert inference["torch fp32"]["agreement"] == 1.0
     assert report["machine"]["cpu"] and isinstance(report["machine"]["isa"], list)
+    assert report["machine"]["threads"] == report["threads"] == 1  # the record names the threads the run used
     printed = capsys.readouterr().out
     assert "torch fp32" in printed and "vs peer" in printed and report["machine"]["cpu"] in printed
 

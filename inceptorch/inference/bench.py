@@ -303,7 +303,6 @@ def benchmark(models, *, batches=(1, 16), train_batches=(), input_size=None, thr
     if not models or min(list(batches) + list(train_batches) or [1]) < 1 or repeats < 1:
         raise ConfigError("give at least one model, batch sizes of at least 1 and at least one repeat")
     paths = bench_paths(backend, precision, compile, onnx)
-    where = _machine()  # before the run, whose own load would count in the load average
     previous_threads = torch.get_num_threads()
     if threads is not None:
         if threads < 1:
@@ -311,6 +310,7 @@ def benchmark(models, *, batches=(1, 16), train_batches=(), input_size=None, thr
         torch.set_num_threads(threads)
     rows = []
     try:
+        where = _machine()  # with the threads the run uses, before its own load counts in the load average
         peaks = _peaks(peak_gflops)
         for name in models:
             size = tuple(input_size)[-3:] if isinstance(input_size, (tuple, list)) else input_size
