@@ -10,7 +10,6 @@ import html
 import re
 from pathlib import Path
 
-import torchvision
 from matplotlib.figure import Figure
 
 from .analysis import full_input_size, trace_model
@@ -136,6 +135,8 @@ neighbouring outputs.</p>
 
 def reported_top1(name: str) -> float | None:
     """ImageNet top-1 (%) that torchvision's pretrained weights report for a model in its layout."""
+    import torchvision  # here, not with the package: its import takes seconds
+
     if name not in torchvision.models.list_models():
         return None
     return torchvision.models.get_model_weights(name).DEFAULT.meta["_metrics"]["ImageNet-1K"]["acc@1"]

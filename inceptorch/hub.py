@@ -16,6 +16,7 @@ cache as it was. ``INCEPTORCH_OFFLINE=1`` (or ``HF_HUB_OFFLINE=1``) forbids any 
 ``INCEPTORCH_WEIGHTS_URL`` replaces the address a file is downloaded from (a mirror) but not its name.
 """
 
+import functools
 import hashlib
 import os
 import urllib.error
@@ -23,13 +24,22 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import torch
-from torchvision.models import Inception_V3_Weights
 
 from .errors import CheckpointError, ConfigError
 from .images import IMAGENET_MEAN, IMAGENET_STD, Preprocessing
 
-# The 1000 ImageNet-1k class names, as torchvision ships them (offline) with its weights' metadata.
-IMAGENET_CLASSES: tuple[str, ...] = tuple(Inception_V3_Weights.IMAGENET1K_V1.meta["categories"])
+
+@functools.cache
+def imagenet_classes() -> tuple[str, ...]:
+    """The 1000 ImageNet-1k class names, as torchvision ships them (offline) with its weights' metadata.
+
+    torchvision is imported here, on first use, not with the package: its import pulls in
+    torch._dynamo and takes seconds that commands with no ImageNet head would wait for.
+    """
+    from torchvision.models import Inception_V3_Weights
+
+    return tuple(Inception_V3_Weights.IMAGENET1K_V1.meta["categories"])
+
 
 HF_ENDPOINT = "https://huggingface.co"
 HF_FILES = ("model.safetensors", "pytorch_model.bin")  # timm's repositories: safetensors first, as timm reads
@@ -62,7 +72,7 @@ class WeightsTag:
 
     @property
     def class_names(self) -> list[str] | None:
-        return list(IMAGENET_CLASSES) if self.num_classes == 1000 else None
+        return list(imagenet_classes()) if self.num_classes == 1000 else None
 
     @property
     def url(self) -> str:

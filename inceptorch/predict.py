@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 from .errors import ConfigError, DataError
-from .hub import IMAGENET_CLASSES
+from .hub import imagenet_classes
 from .images import Preprocessing, convert_image, image_files, preprocessing_for, read_image
 from .inference import optimize_for_inference
 from .models import create_model, load_model
@@ -210,5 +210,5 @@ def load_for_inference(weights=None, model: str | None = None, *, origin: str = 
         num_classes = head_weight.shape[0] if head_weight is not None else net.num_classes
         net = create_model(model, num_classes=num_classes, weights=weights)
         if num_classes == 1000:
-            net.class_names = list(IMAGENET_CLASSES)
+            net.class_names = list(imagenet_classes())
     return net.eval(), preprocessing_for(net, origin, weights, image_size)

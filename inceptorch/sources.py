@@ -19,7 +19,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torchvision.datasets as tvd
 from PIL import Image
 
 from .errors import ConfigError, DataError
@@ -212,6 +211,8 @@ def _download_root() -> str:
 
 def _download(data: str, root: str) -> None:
     """Fetches a torchvision data set into the cache (a no-op when it is there already)."""
+    import torchvision.datasets as tvd  # here, not with the package: its import takes seconds
+
     dataset = {"mnist": tvd.MNIST, "fashion-mnist": tvd.FashionMNIST, "cifar10": tvd.CIFAR10}[data]
     try:
         for train in (True, False):
@@ -235,13 +236,16 @@ def _from_cifar10(data_root: str | None, splits) -> Source:
     if data_root is None:
         data_root = _download_root()
         _download("cifar10", data_root)
+    import torchvision.datasets as tvd
+
     loaded = {}
     for split in _files_needed(splits):
         try:
             dataset = tvd.CIFAR10(data_root, train=split == "train", download=False)
         except RuntimeError:
-            raise DataError(f"no CIFAR-10 {split} split in {Path(data_root) / 'cifar-10-batches-py'}: give "
-                            "the folder that holds cifar-10-batches-py with --data-root") from None
+            raise DataError(f"no intact CIFAR-10 {split} split in {Path(data_root) / 'cifar-10-batches-py'} "
+                            "(files missing, or failing torchvision's checksum): give the folder that holds "
+                            "an intact cifar-10-batches-py with --data-root") from None
         loaded[split] = Split(torch.tensor(dataset.targets), _in_memory(dataset.data))
     return Source("cifar10", list(dataset.classes), 3, loaded, 32)
 

@@ -238,6 +238,15 @@ def test_bad_folders_are_data_errors(tmp_path, make, words):
         sources.open_source(resolve({"data": str(root)}))
 
 
+def test_cifar10_batches_failing_torchvisions_checksum_are_a_data_error(tmp_path):
+    batches = tmp_path / "cifar-10-batches-py"
+    batches.mkdir()
+    for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch", "batches.meta"]:
+        (batches / name).write_bytes(b"truncated")
+    with pytest.raises(DataError, match="no intact CIFAR-10 train split in .*cifar-10-batches-py"):
+        sources.open_source(resolve({"data": "cifar10", "data_root": str(tmp_path)}))
+
+
 def test_npz_file_with_colour_images(tmp_path):
     rng = np.random.default_rng(0)
     path = tmp_path / "colour.npz"

@@ -389,7 +389,7 @@ def test_predict_pretrained_prints_imagenet_class_names_for_real_photos(data_roo
     results = json.loads(capsys.readouterr().out)
     assert [r["file"] for r in results] == list(map(str, photos))
     names = [top["class"] for r in results for top in r["top"]]
-    assert len(names) == 9 and set(names) <= set(hub.IMAGENET_CLASSES)
+    assert len(names) == 9 and set(names) <= set(hub.imagenet_classes())
     model = create_model("googlenet", pretrained=True)
     python = inceptorch.predict(model.eval(), photos, topk=3,
                                 preprocessing=model.pretrained_preprocessing)

@@ -1,6 +1,8 @@
 """The package's layout rules that import-linter does not see: where imports stand, and docstrings."""
 
 import ast
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -36,3 +38,12 @@ def test_every_module_says_what_it_owns(path):
 def test_the_checker_finds_an_import_inside_a_function():
     tree = ast.parse("def f():\n    from .engine import train\n    import json\n")
     assert _imports_of_the_package_inside_functions(tree) == ["line 2 in f()"]
+
+
+def test_importing_the_package_and_its_cli_leaves_torchvision_unloaded():
+    """torchvision (and the torch._dynamo it imports) costs seconds at start-up: it loads only when a
+    command downloads a data set, reads CIFAR-10's batches, names ImageNet classes or builds its models."""
+    probe = ("import sys, inceptorch, inceptorch.cli; "
+             "print(sorted(m for m in ('torchvision', 'torch._dynamo') if m in sys.modules))")
+    loaded = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout
+    assert loaded.strip() == "[]"
