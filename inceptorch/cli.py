@@ -5,7 +5,9 @@ sets ``run`` to a function of the parsed arguments. Errors a user can fix (``Inc
 one line and exit with status 2.
 
 The library is imported at the top, not command by command: ``import inceptorch`` loads it whole
-anyway (2.6 s here, 1.8 s of it torch's own import), so lazy imports would save nothing.
+anyway (about 6 s on a slow 2-core Xeon, 3.3 s of it torch's own import and 1 s matplotlib's), so
+lazy imports would save little. torchvision, which brings torch._dynamo with it (3 s more there),
+is imported only by the functions that use it.
 """
 
 import argparse
