@@ -246,6 +246,18 @@ def test_small_costs_20_to_60_million_multiply_adds_and_scales_with_width():
         create_model("googlenet_small", width=0)
 
 
+def test_small_runs_table_1s_blocks_up_to_last_block():
+    model = create_model("googlenet_small", num_classes=10, in_chans=1, width=0.25, last_block="4e")
+    assert list(model.stages["inception4"]) == [f"inception4{b}" for b in "abcde"]
+    # 4e at a quarter of Table 1's widths: 256/4 + 320/4 + 128/4 + 128/4 channels into the classifier
+    assert model.fc.in_features == 64 + 80 + 32 + 32
+    with torch.no_grad():
+        assert model.eval()(torch.randn(2, 1, 28, 28)).shape == (2, 10)
+    assert list(create_model("googlenet_small").stages["inception4"]) == ["inception4a", "inception4b"]
+    with pytest.raises(ConfigError, match="last_block must be one of 4a, 4b, 4c, 4d, 4e"):
+        create_model("googlenet_small", last_block="5b")
+
+
 # --- all three ---------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize(("name", "size", "lr"), [("googlenet", 64, 0.01), ("googlenet_paper", 64, 0.001),
