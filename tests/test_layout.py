@@ -42,7 +42,8 @@ def test_the_checker_finds_an_import_inside_a_function():
 
 def test_importing_the_package_and_its_cli_leaves_torchvision_unloaded():
     """torchvision (and the torch._dynamo it imports) costs seconds at start-up: it loads only when a
-    command downloads a data set, reads CIFAR-10's batches, names ImageNet classes or builds its models."""
+    command downloads a data set, reads CIFAR-10's batches, transforms images, names ImageNet classes,
+    reports its weights' top-1 or benchmarks against its models."""
     probe = ("import sys, inceptorch, inceptorch.cli; "
              "print(sorted(m for m in ('torchvision', 'torch._dynamo') if m in sys.modules))")
     loaded = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout
