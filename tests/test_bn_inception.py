@@ -7,6 +7,7 @@ from test_googlenet import output_shapes
 from torch import nn
 
 from inceptorch import create_model
+from inceptorch.errors import ConfigError
 
 PASS = "pass through"  # the pooled input goes on unprojected: its channels count
 # Figure 5 as printed: the "output size" column (H, W, C), then the columns whose sum is a block's
@@ -79,3 +80,29 @@ def test_forward_is_a_tensor_and_reset_classifier_resizes_the_head():
     with torch.no_grad():
         for train in (True, False):
             assert type(model.train(train)(x)) is torch.Tensor and model(x).shape == (2, 7)
+
+
+# --- bn_inception_small ------------------------------------------------------------------------------
+
+def test_small_runs_figure_5s_blocks_3a_to_4b_at_a_quarter_width():
+    model = create_model("bn_inception_small", num_classes=10, in_chans=1, width=0.25).eval()
+    assert model.default_input_size == 28 and not model.has_aux
+    # Figure 5's columns divided by 4; 3c passes its 80 input channels through and halves the grid
+    expected = {"conv1": (16, 28, 28), "maxpool1": (16, 14, 14), "conv2": (48, 14, 14),
+                "inception3a": (16 + 16 + 24 + 8, 14, 14), "inception3b": (16 + 24 + 24 + 16, 14, 14),
+                "inception3c": (0 + 40 + 24 + 80, 7, 7), "inception4a": (56 + 24 + 32 + 32, 7, 7),
+                "inception4b": (48 + 32 + 32 + 32, 7, 7)}
+    assert output_shapes(model, torch.randn(1, 1, 28, 28), list(expected)) == expected
+    assert list(model.stages) == ["stem", "conv", "inception3", "inception4"]
+    assert model.fc.in_features == 144
+    assert isinstance(model.inception3a.branch_pool[0], nn.AvgPool2d)
+    assert isinstance(model.inception3c.branch_pool, nn.MaxPool2d) and model.inception3c.branch_pool.stride == 2
+    assert {m.kernel_size for m in model.modules() if isinstance(m, nn.Conv2d)} == {(3, 3), (1, 1)}
+    with pytest.raises(ConfigError, match="width must be positive"):
+        create_model("bn_inception_small", width=0)
+
+
+def test_small_trains_on_32x32_colour_input():
+    model = create_model("bn_inception_small", num_classes=5, in_chans=3, dropout=0.0)
+    first, last = loss_goes_down(model, 32, lr=0.05)
+    assert last < 0.8 * first

@@ -8,6 +8,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import ConfigError, InputSizeError
+from .layers import ConvBNAct, scaled_width
 from .meta import min_input_size
 
 
@@ -182,6 +183,23 @@ class InceptionNet(ImageClassifier):
         for name, layer in layers.items():
             self.add_module(name, layer)
         self.stages[stage] = tuple(layers)
+
+    def add_small_image_stem(self, width: float, conv_names: tuple[str, str]) -> int:
+        """Stages ``stem`` and ``conv`` for 28x28 and 32x32 images, ``width`` times 64 and 192 channels.
+
+        The ImageNet stems divide the side by 4 before the first block, which would leave 7x7 of a
+        Fashion-MNIST image; here a 3x3 convolution sees the full resolution and one pool halves it
+        before the 1x1 and 3x3 convolutions named ``conv_names``. Returns the channels it puts out.
+        """
+        if width <= 0:
+            raise ConfigError(f"width must be positive, got {width}")
+        stem_width, conv_width = scaled_width(64, width), scaled_width(192, width)
+        self.add_stage("stem", {"conv1": ConvBNAct(self.in_chans, stem_width, 3, padding=1),
+                                "maxpool1": nn.MaxPool2d(3, stride=2, padding=1)})  # 14x14 from 28x28
+        reduce_name, conv_name = conv_names
+        self.add_stage("conv", {reduce_name: ConvBNAct(stem_width, stem_width, 1),
+                                conv_name: ConvBNAct(stem_width, conv_width, 3, padding=1)})
+        return conv_width
 
     def add_head(self, in_features: int, dropout: float) -> None:
         self.avgpool = nn.AdaptiveAvgPool2d(1)

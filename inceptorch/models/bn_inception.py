@@ -14,7 +14,7 @@ from typing import NamedTuple
 from torch import nn
 
 from .base import InceptionNet, init_weights
-from .layers import Branches, ConvBNAct
+from .layers import Branches, ConvBNAct, scaled_width
 from .registry import register
 
 
@@ -30,6 +30,8 @@ class Row(NamedTuple):
     pool_proj: int
     stride: int = 1
 
+
+CHANNEL_FIELDS = ("ch1x1", "ch3x3_reduce", "ch3x3", "double_reduce", "double3x3", "pool_proj")
 
 FIGURE_5 = {
     "inception3a": Row(64, 64, 64, 64, 96, "avg", 32),  # 28x28x256
@@ -66,6 +68,21 @@ class InceptionBN(Branches):
         self.out_channels = row.ch1x1 + row.ch3x3 + row.double3x3 + (row.pool_proj or in_channels)
 
 
+def figure_5_blocks(names, in_channels: int, width: float = 1.0) -> tuple[dict, int]:
+    """Figure 5's blocks ``names`` in sequence from ``in_channels``, every channel count scaled by
+    ``width`` (a zero, no 1x1 branch or an unprojected pool, stays zero).
+
+    Returns the blocks by name and the number of channels the last one puts out.
+    """
+    blocks = {}
+    for name in names:
+        row = FIGURE_5[name]
+        channels = {field: scaled_width(getattr(row, field), width) for field in CHANNEL_FIELDS if getattr(row, field)}
+        blocks[name] = InceptionBN(in_channels, row._replace(**channels))
+        in_channels = blocks[name].out_channels
+    return blocks, in_channels
+
+
 class BNInception(InceptionNet):
     """The network of Figure 5, in stages ``stem``, ``conv``, ``inception3``, ``inception4``, ``inception5``."""
 
@@ -79,11 +96,30 @@ class BNInception(InceptionNet):
                                 "maxpool2": nn.MaxPool2d(3, stride=2, padding=1)})  # 28x28x192
         channels = 192
         for stage in ("inception3", "inception4", "inception5"):
-            blocks = {}
-            for name in (name for name in FIGURE_5 if name.startswith(stage)):
-                blocks[name] = InceptionBN(channels, FIGURE_5[name])
-                channels = blocks[name].out_channels
+            blocks, channels = figure_5_blocks([name for name in FIGURE_5 if name.startswith(stage)], channels)
             self.add_stage(stage, blocks)
+        self.add_head(channels, dropout)
+        init_weights(self)
+
+
+class SmallBNInception(InceptionNet):
+    """BN-Inception for 28x28 and 32x32 images: Figure 5's blocks 3a-4b, ``width`` times as wide.
+
+    The stem is googlenet_small's, a 3x3 convolution at full resolution and one pool (28 -> 14) before
+    the 1x1/3x3 convolutions and blocks 3a and 3b; block 3c then halves the grid itself (14 -> 7) for
+    4a and 4b. Beside googlenet_small it differs only where the paper differs from GoogLeNet: two
+    3x3s in place of the 5x5, average pools in the pooling branches, and 3c in place of a max pool.
+    """
+
+    default_input_size = 28
+
+    def __init__(self, num_classes: int = 1000, in_chans: int = 3, *, width: float = 0.375, dropout: float = 0.2):
+        super().__init__(num_classes, in_chans)
+        conv_width = self.add_small_image_stem(width, ("conv2_reduce", "conv2"))  # 14x14 from 28x28
+        blocks, channels = figure_5_blocks(("inception3a", "inception3b", "inception3c"), conv_width, width)
+        self.add_stage("inception3", blocks)  # 7x7 after 3c
+        blocks, channels = figure_5_blocks(("inception4a", "inception4b"), channels, width)
+        self.add_stage("inception4", blocks)
         self.add_head(channels, dropout)
         init_weights(self)
 
@@ -92,3 +128,9 @@ class BNInception(InceptionNet):
 def bn_inception(num_classes=1000, in_chans=3, **kwargs):
     """BN-Inception. Option: ``dropout`` (0: the paper removes it, batch normalization regularizing enough)."""
     return BNInception(num_classes, in_chans, **kwargs)
+
+
+@register(paper="Ioffe and Szegedy 2015, Batch Normalization (Figure 5, blocks 3a-4b, scaled for 28x28 and 32x32 images)")
+def bn_inception_small(num_classes=1000, in_chans=3, **kwargs):
+    """BN-Inception for small images. Options: ``width`` (0.375, scales every channel count), ``dropout`` (0.2)."""
+    return SmallBNInception(num_classes, in_chans, **kwargs)

@@ -23,7 +23,7 @@ from torch import nn
 from ..errors import ConfigError
 from ..images import IMAGENET_MEAN, IMAGENET_STD
 from .base import InceptionNet, init_weights
-from .layers import Branches, ConvBNAct, ImageNetToUnitRange
+from .layers import Branches, ConvBNAct, ImageNetToUnitRange, scaled_width
 from .registry import register
 
 PAPER = "Szegedy et al. 2014, Going Deeper with Convolutions"
@@ -60,12 +60,6 @@ class Inception(Branches):
                                      conv(ch5x5_reduce, ch5x5, wide_kernel, padding=wide_kernel // 2))
         self.branch4 = nn.Sequential(nn.MaxPool2d(3, stride=1, padding=1), conv(in_channels, pool_proj, 1))
         self.out_channels = ch1x1 + ch3x3 + ch5x5 + pool_proj
-
-
-def scaled_width(channels: int, width: float) -> int:
-    """``channels * width`` rounded to a multiple of 8, at least 8, the widths vectorized convolution
-    kernels run best on. Table 1's widths all are multiples of 8, so width 1 changes nothing."""
-    return max(8, 8 * round(channels * width / 8))
 
 
 def inception_blocks(names, in_channels: int, width: float = 1.0, **options) -> tuple[dict, int]:
@@ -175,11 +169,10 @@ SMALL_LAST_BLOCKS = ("4a", "4b", "4c", "4d", "4e")
 class SmallGoogLeNet(InceptionNet):
     """GoogLeNet for 28x28 and 32x32 images: Table 1's blocks 3a-4b, ``width`` times as wide.
 
-    The ImageNet stem divides the side by 4 before the first block, which would leave 7x7 of a
-    Fashion-MNIST image; here a 3x3 convolution sees the full resolution and the net pools twice,
-    28 -> 14 (before the 1x1/3x3 convs and blocks 3a, 3b) -> 7 (blocks 4a, 4b), with batch
-    normalization throughout and no aux heads. ``last_block`` runs Table 1's blocks on to 4c, 4d or
-    4e: depth at 7x7, where each block costs a fraction of the full-resolution layers.
+    A 3x3 convolution sees the full resolution and the net pools twice, 28 -> 14 (before the
+    1x1/3x3 convs and blocks 3a, 3b) -> 7 (blocks 4a, 4b), with batch normalization throughout and
+    no aux heads. ``last_block`` runs Table 1's blocks on to 4c, 4d or 4e: depth at 7x7, where each
+    block costs a fraction of the full-resolution layers.
 
     The default width 0.375 costs about 22M multiply-adds per 28x28 image (200k parameters); on two
     CPU cores it trains at about 500 images/s in channels-last memory format, 100-120 s per
@@ -191,15 +184,9 @@ class SmallGoogLeNet(InceptionNet):
     def __init__(self, num_classes: int = 1000, in_chans: int = 3, *, width: float = 0.375,
                  dropout: float = 0.2, last_block: str = "4b"):
         super().__init__(num_classes, in_chans)
-        if width <= 0:
-            raise ConfigError(f"width must be positive, got {width}")
         if last_block not in SMALL_LAST_BLOCKS:
             raise ConfigError(f"last_block must be one of {', '.join(SMALL_LAST_BLOCKS)}, got {last_block!r}")
-        stem_width, conv_width = scaled_width(64, width), scaled_width(192, width)
-        self.add_stage("stem", {"conv1": ConvBNAct(in_chans, stem_width, 3, padding=1),
-                                "maxpool1": nn.MaxPool2d(3, stride=2, padding=1)})  # 14x14 from 28x28
-        self.add_stage("conv", {"conv2": ConvBNAct(stem_width, stem_width, 1),
-                                "conv3": ConvBNAct(stem_width, conv_width, 3, padding=1)})
+        conv_width = self.add_small_image_stem(width, ("conv2", "conv3"))  # 14x14 from 28x28
         blocks, channels = inception_blocks(("inception3a", "inception3b"), conv_width, width, wide_kernel=3)
         self.add_stage("inception3", {**blocks, "maxpool3": nn.MaxPool2d(3, stride=2, padding=1)})  # 7x7
         names = [f"inception{block}" for block in SMALL_LAST_BLOCKS[:SMALL_LAST_BLOCKS.index(last_block) + 1]]
