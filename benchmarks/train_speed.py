@@ -28,7 +28,9 @@ torch.compile at 0.59x (89 s to compile, one region per activation shape); one t
 0.64x. On a 2-core AMD EPYC with AVX512-BF16 (benchmarks/results/train_speed_avx512bf16_table.txt):
 bf16 autocast 1.23x at batch 128 and 1.43x at batch 256 (batch 512: 1.15x); torch.compile of the
 bf16 step 0.90x after 92 s of compiling, the fused BN-ReLU 0.64x (67 s); one thread 0.74x of two,
-threads bound to cores 1.08x.
+threads bound to cores 1.08x. At mnist-fast's width 0.25 there
+(benchmarks/results/train_speed_width025_avx512bf16_table.txt): one thread 0.68x of two, and two
+one-thread processes at once, an ensemble's members, 1.34x between them.
 """
 
 import argparse
@@ -139,31 +141,42 @@ def find_library(name: str) -> str | None:
     return next((str(Path(d) / name) for d in LIBRARY_DIRS if (Path(d) / name).is_file()), None)
 
 
-def process_settings() -> dict[str, dict]:
-    """The environments a child process is started with, by row name: the default first, then one
-    thread, OpenMP threads bound to cores, and each memory allocator found."""
-    settings = {"default (glibc malloc, threads unbound)": {},
-                "1 thread (OMP_NUM_THREADS=1)": {"OMP_NUM_THREADS": "1"},
-                "threads bound to cores (OMP_PROC_BIND=close)": {"OMP_PROC_BIND": "close", "OMP_PLACES": "cores"}}
+def process_settings() -> dict[str, list[dict]]:
+    """The environments of the child processes started at once, by row name: the default first, then
+    one thread, two one-thread processes side by side (an ensemble's two members, their images/s
+    summed), OpenMP threads bound to cores, and each memory allocator found."""
+    one_thread = {"OMP_NUM_THREADS": "1"}
+    settings = {"default (glibc malloc, threads unbound)": [{}],
+                "1 thread (OMP_NUM_THREADS=1)": [one_thread],
+                "2 processes of 1 thread at once, summed": [one_thread, one_thread],
+                "threads bound to cores (OMP_PROC_BIND=close)": [{"OMP_PROC_BIND": "close", "OMP_PLACES": "cores"}]}
     for name, library in ALLOCATORS.items():
         path = find_library(library)
         if path:
-            settings[name] = {"LD_PRELOAD": path}
+            settings[name] = [{"LD_PRELOAD": path}]
         else:
             print(f"{name}: {library} not found (apt-get install {'libjemalloc2' if name == 'jemalloc' else 'libtcmalloc-minimal4'})")
     return settings
 
 
+def child_rates(width: float, environments: list[dict]) -> float:
+    """The summed images/s of one child process per environment, all started at once."""
+    children = [subprocess.Popen([sys.executable, __file__, "--child", "--width", str(width)],
+                                 env={**os.environ, **variables}, stdout=subprocess.PIPE, text=True, cwd=ROOT)
+                for variables in environments]
+    outputs = [child.communicate()[0] for child in children]
+    if any(child.returncode for child in children):
+        raise RuntimeError(f"a child process failed (exit {[c.returncode for c in children]}): see its error above")
+    return sum(float(out.strip().splitlines()[-1]) for out in outputs)
+
+
 def process_rows(width: float, rounds: int) -> list[dict]:
-    """The recipes' step in one child process per (round, setting), settings visited in turn."""
+    """The recipes' step in child processes per (round, setting), settings visited in turn."""
     settings = process_settings()
     samples = {name: [] for name in settings}
     for _ in range(rounds):
-        for name, variables in settings.items():
-            env = {**os.environ, **variables}
-            out = subprocess.run([sys.executable, __file__, "--child", "--width", str(width)], env=env,
-                                 capture_output=True, text=True, check=True, cwd=ROOT).stdout
-            samples[name].append(float(out.strip().splitlines()[-1]))
+        for name, environments in settings.items():
+            samples[name].append(child_rates(width, environments))
     precision = recipe_precision()[1]
     rates = {name: statistics.median(runs) for name, runs in samples.items()}
     default = next(iter(rates.values()))

@@ -4,6 +4,7 @@ from . import errors
 from .analysis import count_macs
 from .draw import draw
 from .engine import evaluate, finetune, train
+from .ensemble import evaluate_ensemble, train_ensemble
 from .inference import optimize_for_inference
 from .models import create_model, list_models, load_model
 from .models.meta import min_input_size
@@ -19,6 +20,7 @@ __all__ = [
            "draw",
            "errors",
            "evaluate",
+           "evaluate_ensemble",
            "extract_features",
            "finetune",
            "freeze",
@@ -29,6 +31,7 @@ __all__ = [
            "predict",
            "summary",
            "train",
+           "train_ensemble",
            "unfreeze",
 ]
 __version__ = "0.1.0"

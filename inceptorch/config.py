@@ -107,6 +107,9 @@ class TrainConfig:
                            "recipes may say auto: on a GPU or a CPU with AVX512-BF16 or AMX, float32 elsewhere")
     channels_last: bool = _opt(False, "channels-last memory format")
     compile: bool = _opt(False, "torch.compile the model")
+    ensemble: int = _opt(1, "train N copies at once, each in a process of its own with 1/N of the CPU "
+                         "threads and seeds seed, seed+1, ..., and score the mean of their probabilities",
+                         "N")
     detect_anomaly: bool = _opt(False, "debugging: make autograd name the operation whose backward gives NaN "
                                 "(torch.autograd.set_detect_anomaly; slow)")
     dist_timeout: float = _opt(300.0, "seconds a process of a torchrun run waits for the others before it "
@@ -235,6 +238,7 @@ def check(c: TrainConfig) -> None:
     need(c.batch_size > 0,
          f"--batch-size must be at least 1, got {c.batch_size}: for instance --batch-size 128")
     need(c.epochs > 0, f"--epochs must be at least 1, got {c.epochs}")
+    need(c.ensemble > 0, f"--ensemble must be at least 1 (one model), got {c.ensemble}")
     need(c.val_every == AT_END or c.val_every > 0,
          f"--val-every must be at least 1 or {AT_END}, got {c.val_every}: for instance --val-every 1")
     need(c.val_split >= 0, f"--val-split must be a fraction, a number of images or 0 (hold none out), got "

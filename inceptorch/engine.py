@@ -276,6 +276,9 @@ def train(config: TrainConfig | dict | None = None, **options) -> TrainResult:
     >>> inceptorch.train({"model": "mnist_inception", "data": "mnist", "data_root": "../shared/data"})
     """
     config = resolve(config, **options)
+    if config.ensemble > 1:
+        raise ConfigError(f"ensemble: {config.ensemble} trains with inceptorch.train_ensemble, as the train "
+                          "command does; train() trains one model")
     config = replace(config, aux_weight=_aux_weight(config))
     processes, device, started = start_processes(config)
     try:

@@ -38,6 +38,29 @@ def _unused_name(out_dir: Path, base: str) -> str:
     return f"{base}-{number}"
 
 
+def new_run_dir(config) -> Path:
+    """The folder a new run (or ensemble) writes: ``--name``, else MODEL-DATA numbered when taken;
+    created, and checked to be writable before any training."""
+    out_dir = Path(config.out_dir)
+    if config.name and (out_dir / config.name).exists():
+        raise ConfigError(f"run folder {out_dir / config.name} exists already: choose another "
+                          f"--name, or continue it with --resume {out_dir / config.name}")
+    data_name = Path(config.data).stem if config.data.endswith(".npz") else Path(config.data).name
+    folder = out_dir / (config.name or _unused_name(out_dir, f"{config.model}-{data_name}"))
+    _check_writable(folder)
+    return folder
+
+
+def _check_writable(folder: Path) -> None:
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        probe = folder / ".write-test"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as e:
+        raise ConfigError(f"cannot write the run folder {folder} ({e.strerror}): choose another --out-dir")
+
+
 class Run:
     """Writes one run folder. Only the main process of a distributed run has one."""
 
@@ -46,21 +69,9 @@ class Run:
             self.dir = Path(config.resume)
             for stale in self.dir.glob(".*.tmp"):  # a process killed while writing left them
                 stale.unlink()
+            _check_writable(self.dir)
         else:
-            out_dir = Path(config.out_dir)
-            if config.name and (out_dir / config.name).exists():
-                raise ConfigError(f"run folder {out_dir / config.name} exists already: choose another "
-                                  f"--name, or continue it with --resume {out_dir / config.name}")
-            data_name = Path(config.data).stem if config.data.endswith(".npz") else Path(config.data).name
-            self.dir = out_dir / (config.name or _unused_name(out_dir, f"{config.model}-{data_name}"))
-        try:
-            self.dir.mkdir(parents=True, exist_ok=True)
-            probe = self.dir / ".write-test"
-            probe.write_bytes(b"")
-            probe.unlink()
-        except OSError as e:
-            raise ConfigError(f"cannot write the run folder {self.dir} ({e.strerror}): choose another "
-                              "--out-dir")
+            self.dir = new_run_dir(config)
         saved = {**config.to_dict(), "resume": None}
         write_atomically(self.dir / "config.json", json.dumps(saved, indent=2).encode())
         self.log_handler = logging.FileHandler(self.dir / "train.log")

@@ -16,6 +16,7 @@ import inceptorch
 from inceptorch.cli import main
 from inceptorch.config import FIELDS, RECIPES_DIR, resolve
 from inceptorch.engine import evaluate_batches, train
+from inceptorch.ensemble import train_ensemble
 from inceptorch.images import Preprocessing
 from inceptorch.weights import read_metadata
 
@@ -43,7 +44,7 @@ def idx_root(tmp_path_factory):
 
 
 def test_the_issue_recipes_are_shipped():
-    assert {"fashion-mnist-fast", "fashion-mnist-best", "mnist-fast", "fashion-mnist-d2l",
+    assert {"fashion-mnist-fast", "fashion-mnist-best", "mnist-fast", "mnist-best", "fashion-mnist-d2l",
             "cifar10-fast"} <= set(RECIPES)
 
 
@@ -67,16 +68,24 @@ def test_d2l_recipe_is_the_books():
     assert config.augment == "" and not config.test_flip and config.aux_weight == 0
 
 
-def test_digits_are_never_flipped():
-    config = resolve({"recipe": "mnist-fast"})
+@pytest.mark.parametrize("name", ["mnist-fast", "mnist-best"])
+def test_digits_are_never_flipped(name):
+    config = resolve({"recipe": name})
     assert "flip" not in config.augment and not config.test_flip
 
 
 @pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.slow) if n.endswith("d2l") else n
                                   for n in RECIPES])  # the d2l network is 6M parameters at 96x96
 def test_recipe_trains_a_few_steps(name, idx_root, tmp_path):
-    result = train({"recipe": name, "data_root": str(idx_root), "val_split": 8, "train_samples": 8,
-                    "batch_size": 8, "epochs": 1, "out_dir": str(tmp_path), "quiet": True})
+    options = {"recipe": name, "data_root": str(idx_root), "val_split": 8, "train_samples": 8,
+               "batch_size": 8, "epochs": 1, "out_dir": str(tmp_path), "quiet": True}
+    members = recipe_options(name).get("ensemble", 1)
+    if members > 1:
+        ensemble = train_ensemble(options)
+        assert len(ensemble.members) == members and 0 <= ensemble.val_acc <= 1
+        result = ensemble.members[0]
+    else:
+        result = train(options)
     (row,) = result.history
     assert np.isfinite(row["train_loss"]) and 0 <= row["val_acc"] <= 1
     meta = read_metadata(result.run_dir / "last.safetensors")
@@ -155,3 +164,8 @@ def test_test_flip_averages_the_logits_of_each_image_and_its_mirror():
     scored = evaluate_batches(model, [(x[:4], y[:4]), (x[4:], y[4:])], 4, torch.device("cpu"), flip=True)
     assert scored["loss"] == pytest.approx(F.cross_entropy(averaged, y).item(), rel=1e-5)
     assert scored["acc"] == pytest.approx((averaged.argmax(1) == y).float().mean().item())
+
+
+def test_mnist_best_is_mnist_fast_trained_twice_at_once():
+    fast, best = recipe_options("mnist-fast"), recipe_options("mnist-best")
+    assert best.pop("ensemble") == 2 and best == fast

@@ -6,8 +6,10 @@ from dataclasses import MISSING, fields
 
 import torch
 
-from ..config import TrainConfig
+from ..config import TrainConfig, resolve
 from ..engine import evaluate, finetune, train
+from ..ensemble import evaluate_ensemble, train_ensemble
+from ..errors import ConfigError
 from ..inference import optimize_for_inference
 from ..predict import load_for_inference, optimized_for_images
 from .options import add_engine_options, add_pretrained, engine_choice
@@ -33,6 +35,8 @@ def _add_config_flags(p) -> None:
 
 def _run_train(args, start=None) -> int:
     options = {k: v for k, v in vars(args).items() if k not in ("run", "command")}
+    if start is None and resolve(options).ensemble > 1:
+        return _report_ensemble(train_ensemble(options))
     result = (start or train)(options)
     last = result.metrics
     if result.best_epoch is None:
@@ -41,6 +45,17 @@ def _run_train(args, start=None) -> int:
         return 0
     print(f"val acc {last['val_acc']:.4f} after {last['epoch']} epochs (best {result.best_val_acc:.4f} at epoch "
           f"{result.best_epoch}); run folder {result.run_dir}")
+    return 0
+
+
+def _report_ensemble(result) -> int:
+    each = ", ".join("-" if m.metrics["val_acc"] is None else f"{m.metrics['val_acc']:.4f}" for m in result.members)
+    if result.val_acc is None:
+        print(f"trained {len(result.members)} members on every image, none validated (--val-split 0); run "
+              f"folder {result.run_dir}")
+        return 0
+    print(f"ensemble val acc {result.val_acc:.4f} (mean probabilities of {len(result.members)} members; "
+          f"each alone {each}); run folder {result.run_dir}")
     return 0
 
 
@@ -54,19 +69,29 @@ def add_train(sub):
 
 
 def _run_evaluate(args) -> int:
-    runner, device = None, args.device
-    if engine_choice(args):
-        net, preprocessing = load_for_inference(args.weights, args.model, pretrained=args.pretrained)
-        if args.calibration:
-            runner = optimized_for_images(net, args.calibration, preprocessing=preprocessing, **engine_choice(args))
-        else:
-            example = torch.randn(min(args.batch_size, 16), net.in_chans, preprocessing.crop, preprocessing.crop)
-            runner = optimize_for_inference(net, example, **engine_choice(args))
-        device = "cpu"
-    result = evaluate(args.weights, args.data, split=args.split, data_root=args.data_root,
-                      val_split=args.val_split, batch_size=args.batch_size, device=device,
-                      workers=args.workers, strict=args.strict, test_flip=args.test_flip, model=args.model,
-                      pretrained=args.pretrained, runner=runner)
+    scoring = {"data": args.data, "split": args.split, "data_root": args.data_root, "val_split": args.val_split,
+               "batch_size": args.batch_size, "workers": args.workers, "strict": args.strict,
+               "test_flip": args.test_flip}
+    weights = args.weights or [None]
+    if len(weights) > 1:
+        if engine_choice(args) or args.pretrained:
+            raise ConfigError("an ensemble (several --weights) is scored by PyTorch on its checkpoints: leave "
+                              "out --pretrained, --engine, --precision and --calibration")
+        result = evaluate_ensemble(weights, device=args.device, **scoring)
+    else:
+        runner, device = None, args.device
+        if engine_choice(args):
+            net, preprocessing = load_for_inference(weights[0], args.model, pretrained=args.pretrained)
+            if args.calibration:
+                runner = optimized_for_images(net, args.calibration, preprocessing=preprocessing,
+                                              **engine_choice(args))
+            else:
+                example = torch.randn(min(args.batch_size, 16), net.in_chans, preprocessing.crop,
+                                      preprocessing.crop)
+                runner = optimize_for_inference(net, example, **engine_choice(args))
+            device = "cpu"
+        result = evaluate(weights[0], device=device, model=args.model, pretrained=args.pretrained,
+                          runner=runner, **scoring)
     if args.format == "json":
         print(json.dumps(vars(result), indent=1))
         return 0
@@ -88,7 +113,8 @@ def add_evaluate(sub):
                        description="Scores an inceptorch checkpoint; the model and its preprocessing come from "
                                    "the checkpoint, the data by default too (the validation images it was "
                                    "trained beside).")
-    p.add_argument("--weights", metavar="CKPT", help="an inceptorch .safetensors checkpoint")
+    p.add_argument("--weights", metavar="CKPT", nargs="+",
+                   help="an inceptorch .safetensors checkpoint; several: the mean probabilities of an ensemble")
     p.add_argument("--model", help="model name, with --pretrained")
     add_pretrained(p)
     p.add_argument("--data", help="builtin, mnist, fashion-mnist, cifar10, a .npz file or an image folder "
