@@ -47,7 +47,7 @@ def evaluate_ensemble(weights: list, **options) -> EvalResult:
         raise ConfigError("an ensemble needs at least two checkpoints: pass --weights A B ...")
     first, *others = [read_metadata(w) for w in weights]
     for path, meta in zip(weights[1:], others):
-        for key in ("classes", "data", "preprocessing"):
+        for key in ("class_names", "data", "preprocessing"):
             if meta.get(key) != first.get(key):
                 raise DataError(f"{path} has other {key} than {weights[0]}: an ensemble's members must be "
                                 "trained alike (the same recipe and data, other seeds)")
