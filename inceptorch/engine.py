@@ -24,6 +24,7 @@ from .errors import ConfigError, DataError, TrainingError
 from .images import Preprocessing
 from .models import create_model, load_model, model_entry
 from .training import (
+    SCORING_FORMAT,
     CtrlC,
     Processes,
     TrainingInterrupted,
@@ -361,7 +362,7 @@ def evaluate(weights=None, data: str | None = None, *, split: str = "val", data_
             else datasets.preprocessing(sources.open_source(config), net, config))
     device = pick_device(device)
     batches = datasets.loaders(source, prep, config, device=device)[split]
-    net.to(device)
+    net.to(device, memory_format=SCORING_FORMAT)
     scored = evaluate_batches(net if runner is None else runner, batches, len(classes), device, flip=test_flip)
     report = classification_report(scored["confusion"], classes)
     return EvalResult(report["accuracy"], scored["loss"], scored["count"], list(classes), report["classes"],

@@ -22,7 +22,7 @@ from .config import TrainConfig, resolve
 from .engine import EvalResult, TrainResult, evaluate, pick_device, train
 from .errors import ConfigError, DataError
 from .models import load_model
-from .training import CtrlC
+from .training import SCORING_FORMAT, CtrlC
 from .weights import read_metadata, write_atomically
 
 MEMBER_WEIGHTS = "last.safetensors"  # each member as it ended, not chosen on the validation split
@@ -52,7 +52,7 @@ def evaluate_ensemble(weights: list, **options) -> EvalResult:
                 raise DataError(f"{path} has other {key} than {weights[0]}: an ensemble's members must be "
                                 "trained alike (the same recipe and data, other seeds)")
     device = pick_device(options.get("device", "auto"))
-    members = MeanProbabilities([load_model(w) for w in weights]).to(device).eval()
+    members = MeanProbabilities([load_model(w) for w in weights]).to(device, memory_format=SCORING_FORMAT).eval()
     return evaluate(weights[0], runner=members, **options)
 
 

@@ -7,18 +7,19 @@ from io import StringIO
 
 import pytest
 import torch
-from safetensors.torch import load_file
+from safetensors import safe_open
+from safetensors.torch import load_file, save_file
 from torch import nn
 
 from inceptorch import sources
 from inceptorch.cli import main
 from inceptorch.config import resolve
-from inceptorch.engine import train
+from inceptorch.engine import evaluate, train
 from inceptorch.ensemble import MeanProbabilities, evaluate_ensemble, train_ensemble
 from inceptorch.errors import ConfigError, DataError
 from inceptorch.images import Preprocessing
 from inceptorch.models import load_model
-from inceptorch.weights import read_metadata
+from inceptorch.weights import METADATA_KEY, read_metadata
 
 
 class Constant(nn.Module):
@@ -105,6 +106,40 @@ def test_members_trained_otherwise_are_refused(pair, tmp_path):
         evaluate_ensemble([folder / "member-1" / "last.safetensors", other.run_dir / "last.safetensors"])
     with pytest.raises(ConfigError, match="at least two"):
         evaluate_ensemble([other.run_dir / "last.safetensors"])
+
+
+def test_members_of_other_classes_are_refused(pair, tmp_path):
+    """The same data and preprocessing, but the classes named otherwise (another folder's labels)."""
+    folder, _ = pair
+    first = folder / "member-1" / "last.safetensors"
+    with safe_open(str(first), framework="pt") as f:
+        metadata = f.metadata()
+    meta = json.loads(metadata[METADATA_KEY])
+    renamed = tmp_path / "renamed.safetensors"
+    save_file(load_file(first), renamed, {**metadata, METADATA_KEY: json.dumps(
+        {**meta, "class_names": [f"class {name}" for name in meta["class_names"]]})})
+    with pytest.raises(DataError, match="class_names"):
+        evaluate_ensemble([first, renamed])
+
+
+def test_members_and_single_checkpoints_are_scored_channels_last(pair):
+    """evaluate runs the convolutions in oneDNN's fast layout, as training does, one net or several."""
+    folder, _ = pair
+    checkpoints = [folder / f"member-{k}" / "last.safetensors" for k in (1, 2)]
+    layouts = []
+
+    def record(module, inputs):
+        if isinstance(module, nn.Conv2d):
+            layouts.append(module.weight.is_contiguous(memory_format=torch.channels_last))
+
+    hook = nn.modules.module.register_module_forward_pre_hook(record)
+    try:
+        single = evaluate(checkpoints[0])
+        both = evaluate_ensemble(checkpoints)
+    finally:
+        hook.remove()
+    assert layouts and all(layouts)
+    assert single.num_images == both.num_images > 0
 
 
 def test_ensemble_options_that_cannot_work(pair):
