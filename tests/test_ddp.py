@@ -24,8 +24,11 @@ def test_two_processes_learn_as_one_does(tmp_path):
                               "out_dir": str(tmp_path), "name": "alone"})
     torchrun = Path(sys.executable).with_name("torchrun")
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    subprocess.run([str(torchrun), "--standalone", "--nproc-per-node", "2", "-m", "inceptorch.cli", "train",
-                    *options, "--name", "pair"], check=True, env=env, timeout=240, capture_output=True)
+    done = subprocess.run([str(torchrun), "--standalone", "--nproc-per-node", "2", "-m", "inceptorch.cli",
+                           "train", *options, "--name", "pair"], check=True, env=env, timeout=240,
+                          capture_output=True, text=True)
+    reports = [line for line in done.stdout.splitlines() if line.startswith("val acc")]
+    assert len(reports) == 1 and reports[0].endswith(f"run folder {tmp_path / 'pair'}"), done.stdout
 
     pair = json.loads((tmp_path / "pair" / "metrics.json").read_text())
     assert len(pair) == 2 and [p.name for p in tmp_path.iterdir() if p.name.startswith("pair")] == ["pair"]

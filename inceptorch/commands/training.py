@@ -38,6 +38,8 @@ def _run_train(args, start=None) -> int:
     if start is None and resolve(options).ensemble > 1:
         return _report_ensemble(train_ensemble(options))
     result = (start or train)(options)
+    if result.run_dir is None:  # under torchrun, only the process that writes the run folder reports
+        return 0
     last = result.metrics
     if result.best_epoch is None:
         print(f"trained {last['epoch']} epochs on every image, none validated (--val-split 0); run folder "
