@@ -100,6 +100,9 @@ def report(result: dict) -> str:
     title += (f"\n{describe(where)}; precision {run['precision']}, compile {run['compile']}, "
               f"batch {result['config']['batch_size']}, channels-last {result['config']['channels_last']}, "
               f"seed {result['config']['seed']}")
+    smaller, early = result["config"].get("progressive_size"), result["config"].get("progressive_epochs")
+    if early:
+        title += f"; progressive resizing: epochs 1-{early} at {smaller}x{smaller}"
     lines = [title, "", f"{'epoch':>5}  {'wall s':>7}  {'img/s':>6}  {'val acc':>7}"]
     for row in result["epochs"]:
         val_acc = "-" if row["val_acc"] is None else f"{row['val_acc']:.4f}"  # an epoch --val-every skipped

@@ -1,7 +1,8 @@
 """Training images/s of googlenet_small on Fashion-MNIST shapes, one row per technique, paths interleaved.
 
 Each path is one whole training step (forward, cross-entropy with label smoothing, backward, SGD with
-Nesterov momentum) on a fixed 1x28x28 batch, built once and then timed in rounds that visit every
+Nesterov momentum) on a fixed 1x28x28 batch (1x24x24 and 1x20x20 in the rows of progressive resizing's
+first epochs, ``--progressive-size``), built once and then timed in rounds that visit every
 path in turn (``inceptorch.inference.bench.time_interleaved``: medians over rounds). Ratios are
 against the first path, float32 in channels-last format at batch 128, the previous recipes' setting;
 torch.compile starts from an empty cache, so its compile time is a first run's.
@@ -85,9 +86,9 @@ def fuse_bn_relu(model: torch.nn.Module) -> None:
             unit.forward = lambda x, unit=unit: fused(unit.bn, unit.conv(x))
 
 
-def training_step(width: float, batch: int, bf16: bool, compiled: str | None, lr: float = 0.1):
-    """A function of nothing running one training step, and the seconds its first call took (with
-    ``compiled``, "step" or "bn-relu", the compilation of forward and backward)."""
+def training_step(width: float, batch: int, bf16: bool, compiled: str | None, lr: float = 0.1, side: int = 28):
+    """A function of nothing running one training step on side x side inputs, and the seconds its first
+    call took (with ``compiled``, "step" or "bn-relu", the compilation of forward and backward)."""
     torch.manual_seed(0)
     model = create_model("googlenet_small", num_classes=10, in_chans=1, width=width)
     if compiled == "bn-relu":
@@ -95,7 +96,7 @@ def training_step(width: float, batch: int, bf16: bool, compiled: str | None, lr
     model.to(memory_format=torch.channels_last).train()
     optimizer = make_optimizer(model, TrainConfig(lr=lr, nesterov=True))
     forward = torch.compile(model) if compiled == "step" else model
-    x = torch.randn(batch, 1, 28, 28).contiguous(memory_format=torch.channels_last)
+    x = torch.randn(batch, 1, side, side).contiguous(memory_format=torch.channels_last)
     y = torch.randint(0, 10, (batch,))
 
     def step():
@@ -121,17 +122,19 @@ def batch_pipeline(batch: int):
 def paths(width: float, compile: bool) -> list[dict]:
     """The techniques timed in this process: (name, batch, the step function, setup seconds)."""
     recipe_bf16, precision = recipe_precision()
-    rows = [("fp32 channels-last (reference)", 128, False, None),
-            ("bf16 autocast", 128, True, None),
-            (f"{precision}, batch 256 (lr x2)", 256, recipe_bf16, None),
-            (f"{precision}, batch 512 (lr x4)", 512, recipe_bf16, None)]
+    rows = [("fp32 channels-last (reference)", 128, False, None, 28),
+            ("bf16 autocast", 128, True, None, 28),
+            (f"{precision}, batch 256 (lr x2)", 256, recipe_bf16, None, 28),
+            (f"{precision}, batch 512 (lr x4)", 512, recipe_bf16, None, 28),
+            (f"{precision}, batch 256, 24x24 (progressive resizing)", 256, recipe_bf16, None, 24),
+            (f"{precision}, batch 256, 20x20 (progressive resizing)", 256, recipe_bf16, None, 20)]
     if compile:
-        rows += [(f"{precision}, BN-ReLU fused (torch.compile)", 128, recipe_bf16, "bn-relu"),
-                 (f"{precision} + torch.compile", 128, recipe_bf16, "step")]
+        rows += [(f"{precision}, BN-ReLU fused (torch.compile)", 128, recipe_bf16, "bn-relu", 28),
+                 (f"{precision} + torch.compile", 128, recipe_bf16, "step", 28)]
     built = []
-    for name, batch, bf16, compiled in rows:
+    for name, batch, bf16, compiled, side in rows:
         print(f"building: {name}", flush=True)
-        step, first_s = training_step(width, batch, bf16, compiled, lr=0.1 * batch / 128)
+        step, first_s = training_step(width, batch, bf16, compiled, lr=0.1 * batch / 128, side=side)
         built.append({"path": name, "batch": batch, "call": step, "setup_s": first_s if compiled else 0.0})
     built.append({"path": "batch pipeline only (shape, flip, crop)", "batch": 128, "call": batch_pipeline(128),
                   "setup_s": 0.0})
@@ -237,7 +240,8 @@ def main(argv=None) -> int:
                        [[r["path"], str(r["batch"]), f"{r['images_per_s']:.0f}",
                          f"{r['vs_reference']:.2f}x", f"{r['setup_s']:.1f}" if r["setup_s"] else "-"]
                         for r in rows])
-    text = (f"training step of googlenet_small (width {args.width}) on 1x28x28 inputs, {describe(where)}, "
+    text = (f"training step of googlenet_small (width {args.width}) on 1x28x28 inputs unless the row says, "
+            f"{describe(where)}, "
             f"{where['threads']} threads, torch {torch.__version__}, median of {args.repeats} interleaved "
             f"rounds; thread and allocator rows: median of {args.process_rounds} child processes each\n\n{table}")
     print("\n" + text)

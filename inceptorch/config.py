@@ -48,6 +48,11 @@ class TrainConfig:
     # inputs as the model sees them
     image_size: int | None = _opt(None, "input side in pixels (default: the model's own size, or the data's "
                                   "own for small-image models)")
+    progressive_size: int | None = _opt(None, "progressive resizing: the first --progressive-epochs epochs "
+                                        "train on inputs resized down to this side, at about (this / side)^2 "
+                                        "of the cost an image; the later ones, and every scoring, at full "
+                                        "size", "PIXELS")
+    progressive_epochs: int = _opt(0, "how many of the first epochs train at --progressive-size", "N")
     in_chans: int | None = _opt(None, "input channels of the model (default: the data's; grey data is "
                                 "repeated to RGB for 3)")
     mean: tuple[float, ...] | None = _opt(None, "normalization mean per channel (default: the training "
@@ -267,7 +272,13 @@ def check(c: TrainConfig) -> None:
          f"got {c.unfreeze_after}")
     need(c.lr_unfrozen is None or (c.lr_unfrozen > 0 and math.isfinite(c.lr_unfrozen)),
          f"--lr-unfrozen must be a positive number, got {c.lr_unfrozen}")
-    for key in ("train_samples", "val_samples", "image_size", "in_chans"):
+    need((c.progressive_size is None) == (c.progressive_epochs == 0),
+         "--progressive-size and --progressive-epochs go together: pass both (for instance "
+         "--progressive-size 20 --progressive-epochs 6), or neither")
+    need(0 <= c.progressive_epochs < c.epochs,
+         f"--progressive-epochs must leave the last epoch at full size: between 0 and --epochs - 1 "
+         f"({c.epochs - 1}), got {c.progressive_epochs}")
+    for key in ("train_samples", "val_samples", "image_size", "in_chans", "progressive_size"):
         value = getattr(c, key)
         need(value is None or value > 0, f"--{key.replace('_', '-')} must be at least 1, got {value}")
     need(c.in_chans in (None, 1, 3), f"--in-chans must be 1 or 3, got {c.in_chans}")

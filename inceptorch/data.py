@@ -48,6 +48,11 @@ def preprocessing(source: Source, model, config) -> Preprocessing:
         suggested = max(smallest, min(model.default_input_size, 4 * smallest))
         raise InputSizeError(f"{origin} is smaller than {name}'s minimum input of {smallest}x{smallest}"
                              f"{aux_note}: pass --image-size {suggested} or more{aux_fix}")
+    progressive = getattr(config, "progressive_size", None)
+    if progressive is not None and not smallest <= progressive < size:
+        raise InputSizeError(f"--progressive-size {progressive} must lie between {name}'s minimum input of "
+                             f"{smallest}{aux_note} and the input size {size}: pass a size in between, for "
+                             f"instance --progressive-size {max(smallest, round(size * 0.7))}")
     resize = size if source.size else round(size / CROP_FRACTION)
     mean, std = config.mean, config.std
     if mean is None or std is None:
@@ -170,13 +175,18 @@ class TensorBatches(Batches):
 
 def shape_batch(images: torch.Tensor, prep: Preprocessing) -> torch.Tensor:
     """uint8 N x C x H x W -> float model input: channels matched, resized, normalized."""
-    x = match_channels(images.float().div_(255), len(prep.mean))
-    if x.shape[-2:] != (prep.crop, prep.crop):
-        x = F.interpolate(x, size=(prep.crop, prep.crop), mode="bilinear", antialias=True,
-                          align_corners=False)
+    x = resized(match_channels(images.float().div_(255), len(prep.mean)), prep.crop)
     mean = torch.tensor(prep.mean, device=x.device).view(1, -1, 1, 1)
     std = torch.tensor(prep.std, device=x.device).view(1, -1, 1, 1)
     return (x - mean) / std
+
+
+def resized(x: torch.Tensor, size: int) -> torch.Tensor:
+    """A batch at size x size pixels, bilinear with antialiasing: the model's input size, or the smaller
+    one of progressive resizing's first epochs (``--progressive-size``)."""
+    if x.shape[-2:] == (size, size):
+        return x
+    return F.interpolate(x, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
 
 
 def augment_batch(x: torch.Tensor, augment, generator: torch.Generator, rank: int = 0, world: int = 1):

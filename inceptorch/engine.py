@@ -149,6 +149,7 @@ def fit(model, loaders: dict, config: TrainConfig, run: "runs.Run | None" = None
             forward = wrapped()
         torch.manual_seed(datasets.epoch_seed(config.seed, epoch, processes.rank + 1))  # dropout and the like
         train_batches.set_epoch(epoch)
+        smaller = config.progressive_size if epoch < config.progressive_epochs else None  # None: full size
         model.train()
         started = time.perf_counter()
         loss_sum, correct, seen = 0.0, torch.zeros((), dtype=torch.long, device=device), 0
@@ -173,6 +174,8 @@ def fit(model, loaders: dict, config: TrainConfig, run: "runs.Run | None" = None
                                           f"{batch + 1}): {saved}")
             x = x.to(device, non_blocking=True, memory_format=memory_format)
             y = y.to(device, non_blocking=True)
+            if smaller:
+                x = datasets.resized(x, smaller)
             with torch.autocast(device.type, dtype=amp_dtype or torch.bfloat16,
                                 enabled=amp_dtype is not None):
                 logits, aux_logits = forward(x)
@@ -224,7 +227,8 @@ def fit(model, loaders: dict, config: TrainConfig, run: "runs.Run | None" = None
             run.save_checkpoint(model, resume_state(epoch + 1), saved_with, improved)
             run.log_epoch(history)
         val_text = f"  val acc {row['val_acc']:.3f}" if scored else "  not validated" if val_batches else ""
-        line = (f"epoch {epoch + 1}/{config.epochs}  loss {row['train_loss']:.3f}  "
+        at_size = f"  at {smaller}x{smaller}" if smaller else ""
+        line = (f"epoch {epoch + 1}/{config.epochs}{at_size}  loss {row['train_loss']:.3f}  "
                 f"train acc {row['train_acc']:.3f}{val_text}  "
                 f"{row['images_per_s']:.0f} img/s  {row['seconds']:.1f} s")
         _say(line, run, quiet=config.quiet)

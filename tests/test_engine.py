@@ -87,6 +87,21 @@ def test_val_every_scores_only_every_nth_and_the_last_epoch(tmp_path, val_every,
     assert inceptorch.weights.read_metadata(folder / "best.safetensors")["epoch"] == best["epoch"]
 
 
+def test_progressive_resizing_trains_the_first_epochs_on_smaller_inputs():
+    """--progressive-size 8 --progressive-epochs 2 of 3: the model's training inputs are 8x8 in epochs 1
+    and 2 and 16x16 in epoch 3; every validation input is 16x16, the full size."""
+    config = resolve({"epochs": 3, "batch_size": 16, "lr": 0.1, "aux_weight": 0.0, "quiet": True,
+                      "progressive_size": 8, "progressive_epochs": 2, "val_every": 1})
+    model = TinyNet(aux_logits=False)
+    loaders, seen = loaders_for(model, config), []  # (the input size checks run the model too)
+    model.conv.register_forward_pre_hook(lambda _, inputs: seen.append((model.training, inputs[0].shape[-2:])))
+    history = engine.fit(model, loaders, config)
+    training = [size for is_training, size in seen if is_training]
+    assert training == [(8, 8)] * 16 + [(16, 16)] * 8  # 128 images in batches of 16: 8 steps an epoch
+    assert {size for is_training, size in seen if not is_training} == {(16, 16)}
+    assert history[-1]["val_acc"] >= 0.9
+
+
 def reference_cross_entropy(logits, target, smoothing=0.0):
     """Written from the definition: the smoothed target puts 1 - e + e/K on the label, e/K elsewhere."""
     log_p = logits.log_softmax(1)
@@ -248,6 +263,9 @@ def test_a_recipe_validated_at_the_end_stays_so_when_epochs_change(tmp_path):
     ({"epochs": "ten"}, "epochs"), ({"model_args": "width"}, "KEY=VALUE"), ({"val_every": 0}, "--val-every"),
     ({"val_every": "often"}, "number or end"),
     ({"val_split": -0.1}, "--val-split"),
+    ({"progressive_size": 20}, "go together"), ({"progressive_epochs": 2}, "go together"),
+    ({"progressive_size": 20, "progressive_epochs": 4, "epochs": 4}, "between 0 and --epochs - 1 \\(3\\)"),
+    ({"progressive_size": 0, "progressive_epochs": 1}, "--progressive-size must be at least 1"),
 ])
 def test_bad_options_are_config_errors(options, words):
     with pytest.raises(ConfigError, match=words):

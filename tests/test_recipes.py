@@ -77,8 +77,9 @@ def test_digits_are_never_flipped(name):
 @pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.slow) if n.endswith("d2l") else n
                                   for n in RECIPES])  # the d2l network is 6M parameters at 96x96
 def test_recipe_trains_a_few_steps(name, idx_root, tmp_path):
+    early = recipe_options(name).get("progressive_epochs", 0)  # one epoch at full size after them
     options = {"recipe": name, "data_root": str(idx_root), "val_split": 8, "train_samples": 8,
-               "batch_size": 8, "epochs": 1, "out_dir": str(tmp_path), "quiet": True}
+               "batch_size": 8, "epochs": early + 1, "out_dir": str(tmp_path), "quiet": True}
     members = recipe_options(name).get("ensemble", 1)
     if members > 1:
         ensemble = train_ensemble(options)
@@ -86,7 +87,8 @@ def test_recipe_trains_a_few_steps(name, idx_root, tmp_path):
         result = ensemble.members[0]
     else:
         result = train(options)
-    (row,) = result.history
+    row = result.history[-1]
+    assert len(result.history) == early + 1
     assert np.isfinite(row["train_loss"]) and 0 <= row["val_acc"] <= 1
     meta = read_metadata(result.run_dir / "last.safetensors")
     options = recipe_options(name)

@@ -133,6 +133,11 @@ def bad_folder(tmp_path, kind):
     (["--data", "{bars}", "--model", "no_such_net"], "no_such_net"),
     (["--data", "{bars}", "--model", "mnist_inception", "--aux-weight", "0.3"], "aux"),
     (["--resume", "{tmp}"], "config.json"),
+    (["--data", "{bars}", "--model", "mnist_inception", "--epochs", "2", "--progressive-size", "8",
+      "--progressive-epochs", "1"], "--progressive-size 8 must lie between mnist_inception's minimum input"),
+    (["--data", "{bars}", "--progressive-size", "20"], "--progressive-size and --progressive-epochs go together"),
+    (["--data", "{bars}", "--progressive-size", "20", "--progressive-epochs", "1"],
+     "--progressive-epochs must leave the last epoch at full size"),
 ])
 def test_bad_input_is_one_line_and_exit_status_2(tmp_path, bars, capsys, arguments, words):
     fill = {"tmp": str(tmp_path), "bars": str(bars)}
