@@ -77,10 +77,11 @@ def test_digits_are_never_flipped(name):
 @pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.slow) if n.endswith("d2l") else n
                                   for n in RECIPES])  # the d2l network is 6M parameters at 96x96
 def test_recipe_trains_a_few_steps(name, idx_root, tmp_path):
-    early = recipe_options(name).get("progressive_epochs", 0)  # one epoch at full size after them
+    recipe = recipe_options(name)
+    early = recipe.get("progressive_epochs", 0)  # one epoch at full size after them
     options = {"recipe": name, "data_root": str(idx_root), "val_split": 8, "train_samples": 8,
                "batch_size": 8, "epochs": early + 1, "out_dir": str(tmp_path), "quiet": True}
-    members = recipe_options(name).get("ensemble", 1)
+    members = recipe.get("ensemble", 1)
     if members > 1:
         ensemble = train_ensemble(options)
         assert len(ensemble.members) == members and 0 <= ensemble.val_acc <= 1
@@ -91,11 +92,10 @@ def test_recipe_trains_a_few_steps(name, idx_root, tmp_path):
     assert len(result.history) == early + 1
     assert np.isfinite(row["train_loss"]) and 0 <= row["val_acc"] <= 1
     meta = read_metadata(result.run_dir / "last.safetensors")
-    options = recipe_options(name)
-    assert meta["model"] == options["model"]
-    assert meta["preprocessing"]["crop"] == options.get("image_size", 32 if options["data"] == "cifar10" else 28)
+    assert meta["model"] == recipe["model"]
+    assert meta["preprocessing"]["crop"] == recipe.get("image_size", 32 if recipe["data"] == "cifar10" else 28)
     saved = json.loads((result.run_dir / "config.json").read_text())
-    assert saved["recipe"] == name and saved["lr"] == options["lr"]
+    assert saved["recipe"] == name and saved["lr"] == recipe["lr"]
 
 
 @pytest.fixture(scope="module")
