@@ -5,6 +5,7 @@ from .analysis import count_macs
 from .draw import draw
 from .engine import evaluate, finetune, train
 from .ensemble import evaluate_ensemble, train_ensemble
+from .images import create_transform, resolve_data_config
 from .inference import optimize_for_inference
 from .models import create_model, list_models, load_model
 from .models.meta import min_input_size
@@ -17,6 +18,7 @@ __all__ = [
            "compare",
            "count_macs",
            "create_model",
+           "create_transform",
            "draw",
            "errors",
            "evaluate",
@@ -29,6 +31,7 @@ __all__ = [
            "min_input_size",
            "optimize_for_inference",
            "predict",
+           "resolve_data_config",
            "summary",
            "train",
            "train_ensemble",

@@ -15,10 +15,10 @@ import logging
 import sys
 from pathlib import Path
 
-from . import hub
 from .commands import analysis, inference, training
 from .errors import InceptorchError
 from .images import IMAGE_SUFFIXES
+from .models import list_models
 
 COMMANDS = [analysis.add_list, inference.add_predict, inference.add_embed, analysis.add_summary,
             analysis.add_compare, analysis.add_draw, analysis.add_explore, training.add_train,
@@ -41,7 +41,7 @@ def _pretrained_then_images(argv: list[str]) -> list[str]:
     argv = list(argv)
     for i, word in enumerate(argv[:-1]):
         following = argv[i + 1]
-        if word == "--pretrained" and following not in hub.TAGS and (
+        if word == "--pretrained" and following not in list_models(pretrained=True) and (
                 Path(following).exists() or "/" in following or Path(following).suffix.lower() in IMAGE_SUFFIXES):
             argv[i] = "--pretrained=default"
     return argv

@@ -15,7 +15,8 @@ import torch
 import torch.nn.functional as F
 
 from .errors import ConfigError, DataError, InputSizeError
-from .images import CROP_FRACTION, ERASING, Preprocessing, read_image
+from .images import ERASING, Preprocessing, read_image, resolve_data_config
+from .models import cfg_for_origin
 from .models.meta import min_input_size
 from .sources import Source, Split
 
@@ -26,15 +27,22 @@ log = logging.getLogger("inceptorch")
 
 
 def preprocessing(source: Source, model, config) -> Preprocessing:
-    """Input size and normalization for ``model`` on ``source``, with the size checked.
+    """Input size and normalization for ``model`` on ``source``, with the size checked: a reader of the
+    model's ``pretrained_cfg`` and of the options.
 
-    Images held in memory are resized whole; image files are resized to side / 0.875 and center-cropped
-    (randomly cropped in training with ``--augment crop``), as ImageNet models are evaluated.
+    A model started from a checkpoint (``--weights``, ``--pretrained``) is fed as its config says (its
+    input size, mean and std; ``--weights-origin`` picks another publisher's); one trained from
+    scratch gets the data's own mean and std. ``--image-size``, ``--mean`` and ``--std`` override
+    either. Images held in memory are resized whole; image files are resized to side / crop_pct and
+    center-cropped (randomly cropped in training with ``--augment crop``), as ImageNet models are evaluated.
     """
+    from_checkpoint = bool(config.weights or config.pretrained)
+    cfg = resolve_data_config(cfg_for_origin(model, config.weights_origin) if from_checkpoint
+                              else model.pretrained_cfg, in_chans=model.in_chans)
     size = config.image_size
     if size is None:
         small_model = model.default_input_size <= 32
-        size = source.size if source.size and small_model else model.default_input_size
+        size = source.size if source.size and small_model else cfg["input_size"][-1]
     name = getattr(model, "model_name", type(model).__name__)
     smallest, aux_note, aux_fix = model.min_input_size, "", ""
     if getattr(config, "aux_weight", 0) and model.has_aux:
@@ -53,12 +61,16 @@ def preprocessing(source: Source, model, config) -> Preprocessing:
         raise InputSizeError(f"--progressive-size {progressive} must lie between {name}'s minimum input of "
                              f"{smallest}{aux_note} and the input size {size}: pass a size in between, for "
                              f"instance --progressive-size {max(smallest, round(size * 0.7))}")
-    resize = size if source.size else round(size / CROP_FRACTION)
+    shape = Preprocessing.from_data_config({**cfg, "input_size": (model.in_chans, size, size)})
+    resize = size if source.size else shape.resize
     mean, std = config.mean, config.std
+    if (mean is None or std is None) and from_checkpoint:
+        mean, std = mean or cfg["mean"], std or cfg["std"]
     if mean is None or std is None:
         data_mean, data_std = channel_stats(source.splits["train"], model.in_chans, size, resize)
         mean, std = mean or data_mean, std or data_std
-    return Preprocessing(size, resize, _per_channel(mean, model.in_chans), _per_channel(std, model.in_chans))
+    return Preprocessing(size, resize, _per_channel(mean, model.in_chans), _per_channel(std, model.in_chans),
+                         shape.interpolation)
 
 
 def _per_channel(values, channels: int) -> tuple[float, ...]:

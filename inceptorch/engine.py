@@ -21,8 +21,9 @@ from . import data as datasets
 from . import runs, sources, transfer
 from .config import TrainConfig, resolve
 from .errors import ConfigError, DataError, TrainingError
-from .images import Preprocessing
-from .models import create_model, load_model, model_entry
+from .images import Preprocessing, resolve_data_config
+from .models import create_model, default_cfg, load_model
+from .models.cfgs import trained_cfg
 from .training import (
     SCORING_FORMAT,
     CtrlC,
@@ -243,14 +244,10 @@ def fit(model, loaders: dict, config: TrainConfig, run: "runs.Run | None" = None
 
 
 def _aux_weight(config: TrainConfig) -> float:
-    """``--aux-weight``, or the model's own default (its class attribute ``aux_weight``)."""
+    """``--aux-weight``, or the model's own default (its pretrained config's ``aux_weight``)."""
     if config.aux_weight is not None:
         return config.aux_weight
-    if not model_entry(config.model).has_aux:
-        return 0.0
-    with torch.device("meta"):
-        probe = create_model(config.model, num_classes=2, in_chans=1, aux_logits=True, **config.model_args)
-    return float(getattr(probe, "aux_weight", 0.0))
+    return float(default_cfg(config.model).get("aux_weight", 0.0))
 
 
 def build_model(config: TrainConfig, classes: list[str], in_chans: int):
@@ -306,7 +303,8 @@ def train(config: TrainConfig | dict | None = None, **options) -> TrainResult:
             _say(f"{config.model} ({params / 1e6:.2f} M parameters) on {source.name}: "
                  f"{len(source.splits['train'])} training and {held_out} images at "
                  f"{prep.crop}x{prep.crop}x{len(prep.mean)}, {where}", run, quiet=config.quiet)
-            metadata = {"preprocessing": prep.to_dict(), "data": _data_spec(config)}
+            model.pretrained_cfg = trained_cfg(model.pretrained_cfg, prep.data_config(), model.class_names)
+            metadata = {"data": _data_spec(config)}
             with CtrlC() as stop, torch.autograd.set_detect_anomaly(config.detect_anomaly):
                 history = fit(model, loaders, config, run, metadata=metadata, state=state,
                               processes=processes, device=device, stop=stop)
@@ -337,7 +335,7 @@ def evaluate(weights=None, data: str | None = None, *, split: str = "val", data_
         raise ConfigError("evaluate needs --weights CKPT, or --model NAME --pretrained [TAG]")
     if pretrained:
         net = create_model(model, pretrained=pretrained)
-        meta, scored_what = {"model": model}, net.pretrained_tag
+        meta, scored_what = {"model": net.model_name}, f"{net.model_name}.{net.pretrained_cfg['tag']}"
     else:
         net, meta, scored_what = load_model(weights), read_metadata(weights), weights
     spec = meta.get("data", {})
@@ -361,9 +359,7 @@ def evaluate(weights=None, data: str | None = None, *, split: str = "val", data_
     if len(source.classes) != len(classes) or (net.class_names and source.classes != classes):
         raise DataError(f"{scored_what} was trained on the classes {_some(classes)}, but {data} has "
                         f"{_some(source.classes)}: evaluate on data with the same classes (or fine-tune first)")
-    prep_fields = meta.get("preprocessing")
-    prep = (Preprocessing.from_dict(prep_fields) if prep_fields else net.pretrained_preprocessing if pretrained
-            else datasets.preprocessing(sources.open_source(config), net, config))
+    prep = Preprocessing.from_data_config(resolve_data_config(net))  # the checkpoint's, or the tag's
     device = pick_device(device)
     batches = datasets.loaders(source, prep, config, device=device)[split]
     net.to(device, memory_format=SCORING_FORMAT)

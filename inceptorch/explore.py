@@ -14,6 +14,7 @@ from matplotlib.figure import Figure
 
 from .analysis import full_input_size, trace_model
 from .draw import block_layout, draw_block, draw_model, drawable_model, svg_text
+from .models import default_cfg
 from .summary import Comparison, summary
 from .tables import human, pair_text, shape_text
 from .weights import write_atomically
@@ -133,15 +134,6 @@ neighbouring outputs.</p>
 # Comparing models
 
 
-def reported_top1(name: str) -> float | None:
-    """ImageNet top-1 (%) that torchvision's pretrained weights report for a model in its layout."""
-    import torchvision  # here, not with the package: its import takes seconds
-
-    if name not in torchvision.models.list_models():
-        return None
-    return torchvision.models.get_model_weights(name).DEFAULT.meta["_metrics"]["ImageNet-1K"]["acc@1"]
-
-
 def compare_chart(comparison: Comparison) -> Figure:
     """Multiply-adds against parameters, one labelled point a model (log scales where they spread)."""
     fig = Figure(figsize=(6.4, 4.4))
@@ -150,7 +142,7 @@ def compare_chart(comparison: Comparison) -> Figure:
     macs = [r.macs / 1e9 for r in comparison.rows]
     ax.scatter(params, macs, s=36, color="#3a6fb0", zorder=3)
     for r, x, y in zip(comparison.rows, params, macs):
-        top1 = reported_top1(r.model)
+        top1 = default_cfg(r.model)["top1"]
         ax.annotate(r.model + (f" ({top1:.1f}% top-1)" if top1 else ""), (x, y), textcoords="offset points",
                     xytext=(5, 4), fontsize=8)
     for axis, values, setter in ((ax.xaxis, params, ax.set_xscale), (ax.yaxis, macs, ax.set_yscale)):
@@ -167,10 +159,10 @@ def compare_chart(comparison: Comparison) -> Figure:
 def compare_html(comparison: Comparison) -> str:
     """The comparison table and the chart of multiply-adds against parameters, side by side."""
     header = "".join(f"<th>{h}</th>" for h in ["model", "params", "MACs", "input", "smallest input",
-                                               "ImageNet top-1 (torchvision weights)"])
+                                               "ImageNet top-1 (default weights)"])
     rows = []
     for r in comparison.rows:
-        top1 = reported_top1(r.model)
+        top1 = default_cfg(r.model)["top1"]  # published, of the model's default tag
         rows.append("<tr>" + _cells([r.model, f"{r.params:,}", f"{r.macs:,} ({human(r.macs)})",
                                      shape_text(r.input_size[1:]), r.min_input,
                                      f"{top1:.2f}%" if top1 else "-"]) + "</tr>")

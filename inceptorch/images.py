@@ -1,12 +1,10 @@
-"""Image files and how they become model inputs: safe decoding, and preprocessing by checkpoint origin.
+"""Image files and how they become model inputs: safe decoding, and a model's transform from its config.
 
 Decoding guards against decompression bombs and turns any mode (grey, CMYK, 16-bit, transparent)
 into 8-bit grey or RGB, with the camera's EXIF orientation applied. A pretrained backbone is only as
-good as the inputs it is fed: Google's Inception weights saw pixels scaled to [-1, 1], torchvision's
-other weights ImageNet-normalized pixels, and each family was evaluated on a center crop of a
-resized image. ``preprocessing_for`` picks those numbers, and fine-tuned checkpoints carry them in
-their metadata, so prediction sees what training saw. Data loading, prediction and transfer all use
-this one module.
+good as the inputs it is fed: what they were is the model's ``pretrained_cfg`` (its input size,
+interpolation, crop_pct, mean and std), which this module only reads (``resolve_data_config``,
+``create_transform``); fine-tuned checkpoints carry their own, so prediction sees what training saw.
 """
 
 import math
@@ -18,17 +16,13 @@ from pathlib import Path
 import numpy as np
 import torch
 from PIL import Image, ImageOps
-from torch import nn
 
-from .config import WEIGHT_ORIGINS
 from .errors import ConfigError, DataError, InputSizeError
-from .weights import read_metadata
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
-INCEPTION_MEAN_STD = ((0.5, 0.5, 0.5), (0.5, 0.5, 0.5))  # Google's Inception weights see pixels in [-1, 1]
+INCEPTION_MEAN = INCEPTION_STD = (0.5, 0.5, 0.5)  # Google's Inception weights see pixels in [-1, 1]
 ERASING = {"p": 0.5, "scale": (0.02, 0.4), "ratio": (0.3, 3.3)}  # Zhong et al., 2017: chance, area, h/w
-CROP_FRACTION = 0.875  # ImageNet evaluation: resize to crop / 0.875 (342 for 299, 256 for 224), then crop
 
 
 # --- reading image files ----------------------------------------------------------------------------
@@ -90,12 +84,12 @@ def image_files(paths: Iterable) -> list[Path]:
     return files
 
 
-# --- preprocessing by checkpoint origin ---------------------------------------------------------
+# --- preprocessing: a model's data config -> a torchvision transform ----------------------------------
 
 @dataclass(frozen=True)
 class Preprocessing:
     """How an image becomes a model input: resize the shorter side, center crop, scale to [0, 1],
-    normalize per channel."""
+    normalize per channel. The data pipeline's view of a data config (``resolve_data_config``)."""
 
     crop: int
     resize: int
@@ -108,8 +102,22 @@ class Preprocessing:
 
     @classmethod
     def from_dict(cls, d: dict) -> "Preprocessing":
+        """From ``to_dict``'s fields (checkpoints saved before they carried a ``pretrained_cfg``)."""
         return cls(crop=int(d["crop"]), resize=int(d["resize"]), mean=tuple(d["mean"]), std=tuple(d["std"]),
                    interpolation=d.get("interpolation", "bilinear"))
+
+    @classmethod
+    def from_data_config(cls, config: dict) -> "Preprocessing":
+        """From timm's data config keys: the resize is ``floor(side / crop_pct)``, as timm computes it
+        (the tiny margin keeps torchvision's 299 / 342 from rounding down to 341)."""
+        side = config["input_size"][-1]
+        return cls(side, math.floor(side / config["crop_pct"] + 1e-6), tuple(config["mean"]), tuple(config["std"]),
+                   config["interpolation"])
+
+    def data_config(self) -> dict:
+        """timm's data config keys for this preprocessing."""
+        return {"input_size": (len(self.mean), self.crop, self.crop), "interpolation": self.interpolation,
+                "mean": self.mean, "std": self.std, "crop_pct": self.crop / self.resize, "crop_mode": "center"}
 
     def adapted(self, in_chans: int = 3, crop: int | None = None) -> "Preprocessing":
         """The same preprocessing for a model with ``in_chans`` channels, at another crop side (the
@@ -119,24 +127,24 @@ class Preprocessing:
                              _for_channels(self.std, in_chans), self.interpolation)
 
     def transform(self, augment=(), normalize: bool = True):
-        """The torchvision transform: PIL image (or uint8 tensor) -> float tensor.
+        """The torchvision (v2) transform: PIL image (or uint8 tensor) -> float tensor.
 
-        ``augment`` may hold ``"crop"`` (a random resized crop of 25-100 % of the image instead of the
-        center crop), ``"flip"`` and ``"erase"`` (random erasing after normalizing, as for batches);
-        ``normalize=False`` stops at [0, 1], for measuring the statistics.
+        Resizing and cropping come first, on the PIL image itself as timm's transform does (PIL's
+        bicubic differs from torch's), then the conversion to a tensor. ``augment`` may hold ``"crop"``
+        (a random resized crop of 25-100 % of the image instead of the center crop), ``"flip"`` and
+        ``"erase"`` (random erasing after normalizing, as for batches); ``normalize=False`` stops at
+        [0, 1], for measuring the statistics.
         """
         from torchvision.transforms import InterpolationMode, v2
 
         interpolation = InterpolationMode(self.interpolation)
         if "crop" in augment:
-            steps = [v2.ToImage(), v2.RandomResizedCrop(self.crop, scale=(0.25, 1), interpolation=interpolation,
-                                                        antialias=True)]
+            steps = [v2.RandomResizedCrop(self.crop, scale=(0.25, 1), interpolation=interpolation, antialias=True)]
         else:
-            steps = [v2.ToImage(), v2.Resize(self.resize, interpolation=interpolation, antialias=True),
-                     v2.CenterCrop(self.crop)]
+            steps = [v2.Resize(self.resize, interpolation=interpolation, antialias=True), v2.CenterCrop(self.crop)]
         if "flip" in augment:
             steps.append(v2.RandomHorizontalFlip())
-        steps.append(v2.ToDtype(torch.float32, scale=True))
+        steps += [v2.ToImage(), v2.ToDtype(torch.float32, scale=True)]
         if normalize:
             steps.append(v2.Normalize(self.mean, self.std))
         if "erase" in augment:
@@ -153,38 +161,30 @@ def _for_channels(values: tuple[float, ...], in_chans: int) -> tuple[float, ...]
     return tuple(values[i % len(values)] for i in range(in_chans))
 
 
-def preprocessing_for(model: nn.Module, origin: str = "auto", weights=None, image_size: int | None = None
-                      ) -> Preprocessing:
-    """The preprocessing that matches where ``model``'s weights come from.
+def resolve_data_config(model_or_cfg, *, image_size: int | None = None, in_chans: int | None = None) -> dict:
+    """The data config (timm's keys: ``input_size``, ``interpolation``, ``mean``, ``std``,
+    ``crop_pct``, ``crop_mode``) of a model (read from its ``pretrained_cfg``) or of a config dict,
+    as timm's ``resolve_model_data_config``; mean and std follow the model's input channels, and
+    ``image_size`` replaces the crop side (the resize keeping its ratio to it), ``in_chans`` the channels."""
+    cfg = getattr(model_or_cfg, "pretrained_cfg", model_or_cfg)
+    if not isinstance(cfg, dict):
+        raise ConfigError(f"{type(model_or_cfg).__name__} has no pretrained_cfg: create it with "
+                          "inceptorch.create_model, or pass a config dict")
+    in_chans = in_chans or getattr(model_or_cfg, "in_chans", cfg["input_size"][0])
+    side = image_size or cfg["input_size"][-1]
+    return {"input_size": (in_chans, side, side), "interpolation": cfg["interpolation"],
+            "mean": _for_channels(tuple(cfg["mean"]), in_chans), "std": _for_channels(tuple(cfg["std"]), in_chans),
+            "crop_pct": cfg["crop_pct"], "crop_mode": cfg.get("crop_mode", "center")}
 
-    ``origin``: ``"auto"`` reads it from an inceptorch checkpoint's metadata (what its training
-    used), and otherwise takes the model's ``pretrained_layout`` (a foreign .pth for inception_v3
-    is most likely torchvision's); a model created with ``pretrained=`` carries its tag's own
-    (``pretrained_preprocessing``). ``"torchvision"``: the model's own ``default_mean_std`` where it
-    has one (googlenet and inception_v3: [-1, 1] pixels, or ImageNet statistics when the model
-    applies ``transform_input`` itself), else ImageNet statistics. ``"timm"``: mean and std 0.5,
-    bicubic resizing. ``"imagenet"``: ImageNet statistics. The crop is ``image_size`` or the
-    model's natural size, taken from an image resized to crop / 0.875: 256 for 224, and 342 for 299
-    as torchvision rounds (timm rounds down, to 341).
+
+def create_transform(model_or_cfg, training: bool = False, *, image_size: int | None = None):
+    """The torchvision (v2) transform for a model or a (pretrained or data) config: for evaluation,
+    resize to ``side / crop_pct``, center crop, scale to [0, 1] and normalize (timm's eval transform);
+    with ``training``, a random resized crop and a horizontal flip instead of resize and crop.
+
+    It takes PIL images, as timm's does, or uint8 tensors. Models that rescale their input themselves
+    (torchvision's Inception weights, ``transform_input``) keep doing it in the model: the transform is
+    torchvision's ``Weights.transforms()``, and the model torchvision's model.
     """
-    if origin not in WEIGHT_ORIGINS:
-        raise ConfigError(f"unknown weights origin '{origin}': choose one of {', '.join(WEIGHT_ORIGINS)}")
-    in_chans = getattr(model, "in_chans", 3)
-    if origin == "auto" and weights is not None:
-        saved = read_metadata(weights).get("preprocessing")
-        if saved:
-            return Preprocessing.from_dict(saved).adapted(in_chans, image_size)
-    if origin == "auto" and getattr(model, "pretrained_preprocessing", None) is not None:
-        return model.pretrained_preprocessing.adapted(in_chans, image_size)
-    if origin == "auto":
-        origin = getattr(model, "pretrained_layout", None) or "imagenet"
-    crop = image_size or getattr(model, "default_input_size", 224)
-    interpolation = "bilinear"
-    if origin == "timm":
-        (mean, std), interpolation = INCEPTION_MEAN_STD, "bicubic"
-    elif origin == "torchvision" and hasattr(model, "default_mean_std"):
-        mean, std = model.default_mean_std
-    else:
-        mean, std = IMAGENET_MEAN, IMAGENET_STD
-    resize = math.floor(crop / CROP_FRACTION) if origin == "timm" else round(crop / CROP_FRACTION)
-    return Preprocessing(crop, resize, _for_channels(mean, in_chans), _for_channels(std, in_chans), interpolation)
+    prep = Preprocessing.from_data_config(resolve_data_config(model_or_cfg, image_size=image_size))
+    return prep.transform(("crop", "flip") if training else ())

@@ -15,10 +15,17 @@ import torch.nn.functional as F
 from PIL import Image
 
 from .errors import ConfigError, DataError
-from .hub import imagenet_classes
-from .images import Preprocessing, convert_image, image_files, preprocessing_for, read_image
+from .images import (
+    Preprocessing,
+    convert_image,
+    create_transform,
+    image_files,
+    read_image,
+    resolve_data_config,
+)
 from .inference import optimize_for_inference
-from .models import create_model, load_model
+from .models import cfg_for_origin, create_model, load_model
+from .models.cfgs import imagenet_classes
 from .weights import read_metadata, read_state_dict
 
 
@@ -60,7 +67,7 @@ def _batches(model, items, preprocessing: Preprocessing | None, batch_size: int,
              failures: list[Prediction] | None) -> Iterator[tuple[list[str], torch.Tensor]]:
     """Yields (names, input batch) for ``items`` (paths or PIL images); unreadable files go to
     ``failures``, or raise ``DataError`` when it is None."""
-    transform = (preprocessing or preprocessing_for(model)).transform()
+    transform = preprocessing.transform() if preprocessing else create_transform(model)
     channels = getattr(model, "in_chans", 3)
     names, tensors = [], []
     for index, item in enumerate(items):
@@ -93,8 +100,8 @@ def predict(model, images: Iterable, *, topk: int = 5, preprocessing: Preprocess
     """Top-``topk`` classes and probabilities for each image (file path, folder or PIL image).
 
     Order follows ``images`` (folders expanded, sorted); files that cannot be decoded get a
-    ``Prediction`` with ``error`` set instead of raising. ``preprocessing`` defaults to the model's
-    natural one (see ``images.preprocessing_for``).
+    ``Prediction`` with ``error`` set instead of raising. ``preprocessing`` defaults to the model's own
+    (``create_transform(model)``, from its ``pretrained_cfg``).
     """
     if topk < 1 or batch_size < 1:
         raise ConfigError(f"topk and batch size must be at least 1, got {topk} and {batch_size}")
@@ -134,7 +141,7 @@ class PooledFeatures(torch.nn.Module):
     def __init__(self, model: torch.nn.Module):
         super().__init__()
         self.model = model
-        for name in ("model_name", "in_chans", "min_input_size", "default_input_size"):
+        for name in ("model_name", "in_chans", "min_input_size", "default_input_size", "pretrained_cfg"):
             if hasattr(model, name):
                 setattr(self, name, getattr(model, name))
 
@@ -194,7 +201,8 @@ def load_for_inference(weights=None, model: str | None = None, *, origin: str = 
     An inceptorch checkpoint names its model, class names and preprocessing; a foreign one (a
     torchvision or timm file) needs ``model``, takes its number of classes from the head's shape,
     and gets ImageNet's class names when it has 1000 classes. ``pretrained`` (True or a tag) with
-    ``model`` loads published weights, which carry their class names and preprocessing.
+    ``model`` loads published weights, which carry their class names and preprocessing. The
+    preprocessing is read from the model's ``pretrained_cfg`` (``origin``: another publisher's).
     """
     if (weights is None) == (not pretrained) or (pretrained and model is None):
         raise ConfigError("give the weights: --weights CKPT, or --model NAME --pretrained [TAG] (see inceptorch "
@@ -209,6 +217,7 @@ def load_for_inference(weights=None, model: str | None = None, *, origin: str = 
         head_weight = read_state_dict(weights).get(f"{head}.weight")
         num_classes = head_weight.shape[0] if head_weight is not None else net.num_classes
         net = create_model(model, num_classes=num_classes, weights=weights)
-        if num_classes == 1000:
+        if num_classes == 1000 and net.class_names is None:
             net.class_names = list(imagenet_classes())
-    return net.eval(), preprocessing_for(net, origin, weights, image_size)
+    data_config = resolve_data_config(cfg_for_origin(net, origin), image_size=image_size, in_chans=net.in_chans)
+    return net.eval(), Preprocessing.from_data_config(data_config)

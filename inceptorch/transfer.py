@@ -4,12 +4,10 @@ The trainer calls these; they never call the trainer (``engine.finetune`` is tra
 """
 
 import logging
-from dataclasses import replace
 
 from torch import nn
 
 from .errors import ConfigError
-from .images import preprocessing_for
 from .weights import read_metadata
 
 log = logging.getLogger("inceptorch")
@@ -81,8 +79,6 @@ def unfreeze(model: nn.Module) -> nn.Module:
     return freeze(model, "none")
 
 
-# --- preprocessing by checkpoint origin ---------------------------------------------------------
-
 # --- starting from a checkpoint ------------------------------------------------------------------------------------
 
 def frozen_part(config, epoch: int) -> str:
@@ -94,27 +90,19 @@ def frozen_part(config, epoch: int) -> str:
 
 
 def start_from_checkpoint(config, model):
-    """Readies ``model``, just loaded from ``--weights``, for its new data, and returns ``config``
-    with the mean and std the checkpoint expects (where it gives none itself), and the input size of an
-    inceptorch checkpoint's training (where ``--image-size`` gives none): the backbone's features are
-    only as good as inputs scaled as in its own training.
+    """Readies ``model``, just loaded from ``--weights``, for its new data, and returns ``config``.
 
-    Models from ``--pretrained`` carry their tag's preprocessing. Heads for another number of classes
-    were already left fresh by the loader; heads trained on other
-    classes of the same number (the checkpoint's class names differ from the data's) are reset here.
+    What the checkpoint expects as input (size, mean, std) is the model's ``pretrained_cfg``, which
+    ``data.preprocessing`` reads. Heads for another number of classes were already left fresh by the
+    loader; heads trained on other classes of the same number (the checkpoint's class names differ
+    from the data's) are reset here.
     """
-    if not config.weights and not config.pretrained:
+    if not config.weights:
         return config
-    saved = read_metadata(config.weights) if config.weights else {}
+    saved = read_metadata(config.weights)
     saved_classes = saved.get("class_names")
     if saved_classes and len(saved_classes) == model.num_classes and list(saved_classes) != list(model.class_names):
         log.info("%s was trained on other classes (%s): training fresh heads", config.weights,
                  ", ".join(saved_classes[:5]) + (" ..." if len(saved_classes) > 5 else ""))
         model.reset_classifier(model.num_classes)
-    saved_size = (saved.get("preprocessing") or {}).get("crop")
-    if config.image_size is None and saved_size and config.weights_origin == "auto":
-        config = replace(config, image_size=int(saved_size))  # the size its features were learned at
-    if config.mean is not None and config.std is not None:
-        return config
-    expected = preprocessing_for(model, config.weights_origin, config.weights)
-    return replace(config, mean=config.mean or list(expected.mean), std=config.std or list(expected.std))
+    return config

@@ -55,9 +55,11 @@ def write_atomically(path, data: bytes) -> None:
 
 
 def save_weights(model: torch.nn.Module, path, metadata: dict | None = None) -> None:
-    """Saves the state dict as safetensors, with JSON ``metadata`` (model name, options, class names)."""
+    """Saves the state dict as safetensors, with JSON ``metadata`` (model name, options, class names, and
+    the pretrained config that says how its inputs were made; its label names are the class names)."""
+    cfg = {k: v for k, v in (getattr(model, "pretrained_cfg", None) or {}).items() if k != "label_names"}
     meta = {"model": getattr(model, "model_name", None), "build_config": getattr(model, "build_config", {}),
-            "class_names": getattr(model, "class_names", None), **(metadata or {})}
+            "class_names": getattr(model, "class_names", None), "pretrained_cfg": cfg or None, **(metadata or {})}
     tensors = {k: v.detach().cpu().contiguous().clone() for k, v in model.state_dict().items()}
     data = save_safetensors_bytes(tensors, metadata={METADATA_KEY: json.dumps(meta)})
     write_atomically(path, data)

@@ -12,6 +12,7 @@ import torch
 
 import inceptorch
 from inceptorch import min_input_size
+from inceptorch.models.meta import meta_copy
 from inceptorch.models.registry import model_entry
 
 CLASSES = 5
@@ -53,8 +54,26 @@ def test_attributes_name_and_grey_input(built):
     model = built.model
     assert model.model_name == built.name
     assert (model.num_classes, model.in_chans) == (CLASSES, 1)
-    assert model.pretrained_layout in (None, "torchvision", "timm")
     assert isinstance(model.default_input_size, int) and model.default_input_size >= built.eval_size
+
+
+TIMM_CFG_KEYS = {"input_size", "interpolation", "mean", "std", "crop_pct", "crop_mode", "num_classes", "pool_size",
+                 "first_conv", "classifier", "architecture", "tag", "hf_hub_id", "url", "license", "label_names"}
+
+
+def test_pretrained_cfg_has_timms_keys_and_names_the_models_own_layers(built):
+    """What timm's test_model_default_cfgs asks of a config: its first convolution takes the input's
+    channels, its classifier gives the classes, and pool_size is the feature map at input_size."""
+    model, cfg = built.model, built.model.pretrained_cfg
+    assert TIMM_CFG_KEYS <= set(cfg) and model.default_cfg is cfg and cfg["architecture"] == built.name
+    assert cfg["input_size"] == (3, model.default_input_size, model.default_input_size)
+    first = model.get_submodule(cfg["first_conv"])
+    assert isinstance(first, torch.nn.Conv2d) and first.in_channels == 1
+    head = model.get_submodule(cfg["classifier"])
+    assert getattr(head, "out_features", getattr(head, "out_channels", None)) == CLASSES
+    with torch.no_grad():
+        features = meta_copy(model).eval().forward_features(torch.empty(1, 1, *cfg["input_size"][1:], device="meta"))
+    assert tuple(features.shape[-2:]) == cfg["pool_size"]
 
 
 def test_forward_returns_logits_in_eval_and_train_mode(built):

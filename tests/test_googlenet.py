@@ -194,8 +194,8 @@ def test_paper_layers_are_the_papers(paper):
     pool = paper.aux1.pool[0]
     assert isinstance(pool, nn.AvgPool2d) and (pool.kernel_size, pool.stride) == (5, 3)
     assert paper.aux1.conv.conv.out_channels == 128 and paper.aux1.fc1.out_features == 1024
-    assert paper.aux_weight == create_model("googlenet").aux_weight == 0.3
-    assert paper.pretrained_layout is None
+    assert paper.pretrained_cfg["aux_weight"] == create_model("googlenet").pretrained_cfg["aux_weight"] == 0.3
+    assert paper.pretrained_cfg["tag"] is None  # no published weights
 
 
 @pytest.mark.parametrize("name", ["googlenet", "googlenet_paper"])
@@ -214,7 +214,7 @@ def test_paper_aux_losses_reach_the_whole_network():
     model = create_model("googlenet_paper", num_classes=5, aux_logits=True).train()
     _, aux = model.forward_with_aux(torch.randn(2, 3, 96, 96))
     target = torch.tensor([0, 4])
-    loss = sum(model.aux_weight * nn.functional.cross_entropy(a, target) for a in aux)
+    loss = sum(model.pretrained_cfg["aux_weight"] * nn.functional.cross_entropy(a, target) for a in aux)
     loss.backward()  # aux losses only: the main head gets no gradient, the stem does
     assert model.fc.weight.grad is None
     assert model.aux1.fc2.weight.grad.abs().sum() > 0 and model.conv1.conv.weight.grad.abs().sum() > 0

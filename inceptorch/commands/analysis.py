@@ -8,7 +8,7 @@ from ..analysis import model_for_input
 from ..draw import draw, save_figure
 from ..errors import ConfigError
 from ..explore import compare_chart, compare_html, explore_html, write_page
-from ..models import list_models
+from ..models import default_cfg, list_models
 from ..summary import compare, summary
 from ..tables import text_table
 from .options import input_size
@@ -121,10 +121,11 @@ def add_explore(sub):
     p.set_defaults(run=_run_explore)
 
 
-def _tag_row(tag: hub.WeightsTag, cached) -> list[str]:
-    source = {"torchvision": "torchvision", "timm": f"hf:{tag.location}", "facenet": "facenet-pytorch"}[tag.source]
-    return [tag.name, source, tag.license, f"{tag.top1:.2f}%" if tag.top1 else "-", f"{tag.size_mb:.1f} MB",
-            "yes" if cached else "no"]
+def _tag_row(cfg: dict, cached) -> list[str]:
+    source = f"hf:{cfg['hf_hub_id']}" if cfg["hf_hub_id"] else {"facenet": "facenet-pytorch"}.get(cfg["source"],
+                                                                                                  cfg["source"])
+    return [hub.tag_name(cfg), source, cfg["license"], f"{cfg['top1']:.2f}%" if cfg["top1"] else "-",
+            f"{cfg['size_mb']:.1f} MB", "yes" if cached else "no"]
 
 
 def _run_weights(args) -> int:
@@ -132,24 +133,23 @@ def _run_weights(args) -> int:
         if len(args.words) < 2:
             raise ConfigError("name what to download: inceptorch weights download MODEL.TAG (see: inceptorch weights)")
         for name in args.words[1:]:
-            model, _, tag = name.partition(".")
-            found = hub.find_tag(model, tag or True)
-            print(f"{found.name}: {hub.weights_file(found, force=args.force)}")
+            cfg = default_cfg(name if "." in name else f"{name}.default")
+            print(f"{hub.tag_name(cfg)}: {hub.weights_file(cfg, force=args.force)}")
         return 0
     if len(args.words) > 1:
         raise ConfigError(f"give one model name or none, not {' '.join(args.words)} (or: weights download MODEL.TAG)")
-    names = hub.list_pretrained(args.words[0] if args.words else None)
+    names = list_models(f"{args.words[0]}.*" if args.words else "", pretrained=True)
     if not names:
-        raise ConfigError(f"{args.words[0]} has no pretrained weights: models with them are "
-                          f"{', '.join(hub.DEFAULT_TAGS)}")
-    tags = [hub.TAGS[n] for n in names]
-    cached = {t.name: hub.cached_file(t) for t in tags}
+        with_weights = sorted({n.split(".")[0] for n in list_models(pretrained=True)})
+        raise ConfigError(f"{args.words[0]} has no pretrained weights: models with them are {', '.join(with_weights)}")
+    cfgs = {n: default_cfg(n) for n in names}
+    cached = {n: hub.cached_file(cfg) for n, cfg in cfgs.items()}
     print(text_table(["tag", "source", "license", "top-1", "size", "cached"],
-                     [_tag_row(t, cached[t.name]) for t in tags], left=3))
+                     [_tag_row(cfg, cached[n]) for n, cfg in cfgs.items()], left=3))
     if any(cached.values()):
         print("\ncached files:\n" + "\n".join(f"  {name}: {path}" for name, path in cached.items() if path))
-    notes = [f"  {t.name}: {t.note}" for t in tags if t.note]
-    defaults = ", ".join(f"{m}.{t}" for m, t in hub.DEFAULT_TAGS.items() if f"{m}.{t}" in names)
+    notes = [f"  {n}: {cfg['description']}" for n, cfg in cfgs.items() if cfg["description"]]
+    defaults = ", ".join(hub.tag_name(default_cfg(f"{m}.default")) for m in dict.fromkeys(n.split(".")[0] for n in names))
     print("\ntop-1: ImageNet-1k validation accuracy as published (torchvision's weight enums, timm's results "
           "tables); size: torchvision's as published, the others their tensors' bytes; --pretrained alone "
           f"picks {defaults}")

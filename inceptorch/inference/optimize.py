@@ -168,7 +168,7 @@ class InferenceModel(nn.Module):
         self.compiled = compiled
         self.dtype, self.path, self.channels_last = dtype, path, channels_last
         for name in ("model_name", "num_classes", "in_chans", "default_input_size", "class_names",
-                     "default_mean_std", "pretrained_layout", "returns_features"):
+                     "pretrained_cfg", "returns_features"):
             if hasattr(original, name):
                 setattr(self, name, getattr(original, name))
         self._checked = hasattr(original, "min_input_size") and hasattr(original, "in_chans")

@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from ..errors import ConfigError
-from ..images import image_files, preprocessing_for, read_image
+from ..images import create_transform, image_files, read_image
 from .extras import require
 from .optimize import InferenceModel
 
@@ -37,7 +37,7 @@ def calibration_batches(model: nn.Module, calibration, limit: int = CALIBRATION_
     if isinstance(calibration, (str, Path)) or (isinstance(calibration, (list, tuple)) and calibration
                                                 and isinstance(calibration[0], (str, Path))):
         files = image_files([calibration] if isinstance(calibration, (str, Path)) else calibration)[:limit]
-        transform = preprocessing_for(model).transform()
+        transform = create_transform(model)
         calibration = torch.stack([transform(read_image(f, getattr(model, "in_chans", 3))) for f in files])
     if isinstance(calibration, torch.Tensor):
         calibration = list(calibration[:limit].split(CALIBRATION_BATCH))

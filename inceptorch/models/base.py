@@ -36,7 +36,7 @@ class ImageClassifier(nn.Module):
     """
 
     default_input_size = 224
-    pretrained_layout: str | None = None  # "torchvision", "timm" or None: where checkpoints come from
+    pretrained_cfg: dict | None = None  # what its weights expect (models/cfgs.py); set by create_model
     head_layers: tuple[str, ...] = ("fc",)
     aux_heads: tuple[str, ...] = ()  # module names of the auxiliary classifiers
     aux_taps: ClassVar[dict[str, str]] = {}  # layer -> the auxiliary head that reads its output
@@ -113,6 +113,11 @@ class ImageClassifier(nn.Module):
         if final_endpoint != "global_pool":
             out["logits"] = self.forward_head(x)
         return out
+
+    @property
+    def default_cfg(self) -> dict | None:
+        """timm's older name of ``pretrained_cfg``."""
+        return self.pretrained_cfg
 
     @property
     def has_aux(self) -> bool:

@@ -14,6 +14,7 @@ from typing import NamedTuple
 from torch import nn
 
 from .base import InceptionNet, init_weights
+from .cfgs import plain_cfg
 from .layers import Branches, ConvBNAct, scaled_width
 from .registry import register
 
@@ -124,13 +125,20 @@ class SmallBNInception(InceptionNet):
         init_weights(self)
 
 
-@register(paper="Ioffe and Szegedy 2015, Batch Normalization (Figure 5)")
+default_cfgs = {
+    "bn_inception": plain_cfg({"input_size": 224, "pool_size": (7, 7), "first_conv": "conv1.conv"}),
+    "bn_inception_small": plain_cfg({"input_size": 28, "pool_size": (7, 7), "first_conv": "conv1.conv"}),
+}
+
+
+@register(paper="Ioffe and Szegedy 2015, Batch Normalization (Figure 5)", cfgs=default_cfgs)
 def bn_inception(num_classes=1000, in_chans=3, **kwargs):
     """BN-Inception. Option: ``dropout`` (0: the paper removes it, batch normalization regularizing enough)."""
     return BNInception(num_classes, in_chans, **kwargs)
 
 
-@register(paper="Ioffe and Szegedy 2015, Batch Normalization (Figure 5, blocks 3a-4b, scaled for 28x28 and 32x32 images)")
+@register(paper="Ioffe and Szegedy 2015, Batch Normalization (Figure 5, blocks 3a-4b, scaled for 28x28 and 32x32 images)",
+          cfgs=default_cfgs)
 def bn_inception_small(num_classes=1000, in_chans=3, **kwargs):
     """BN-Inception for small images. Options: ``width`` (0.375, scales every channel count), ``dropout`` (0.2)."""
     return SmallBNInception(num_classes, in_chans, **kwargs)

@@ -12,6 +12,7 @@ from collections import OrderedDict
 from torch import nn
 
 from .base import ImageClassifier
+from .cfgs import plain_cfg
 from .layers import ConvBNAct
 from .registry import register
 
@@ -153,21 +154,33 @@ class NiN(SequentialNet):
         _xavier_init(self)
 
 
-@register(paper="LeCun et al. 1998, Gradient-based learning applied to document recognition")
+default_cfgs = {
+    "lenet": plain_cfg({"input_size": 28, "pool_size": (5, 5), "first_conv": "features.conv1",
+                        "classifier": "classifier.fc"}),
+    "alexnet": plain_cfg({"input_size": 224, "pool_size": (6, 6), "first_conv": "features.conv1.conv",
+                          "classifier": "classifier.fc"}),
+    "vgg11": plain_cfg({"input_size": 224, "pool_size": (7, 7), "first_conv": "features.block1.conv1.conv",
+                        "classifier": "classifier.fc"}),
+    "nin": plain_cfg({"input_size": 224, "pool_size": (5, 5), "first_conv": "features.block1.conv.conv",
+                      "classifier": "classifier.conv"}),
+}
+
+
+@register(paper="LeCun et al. 1998, Gradient-based learning applied to document recognition", cfgs=default_cfgs)
 def lenet(num_classes=1000, in_chans=3, **kwargs):
     return LeNet(num_classes=num_classes, in_chans=in_chans, **kwargs)
 
 
-@register(paper="Krizhevsky et al. 2012, ImageNet classification with deep convolutional neural networks")
+@register(paper="Krizhevsky et al. 2012, ImageNet classification with deep convolutional neural networks", cfgs=default_cfgs)
 def alexnet(num_classes=1000, in_chans=3, **kwargs):
     return AlexNet(num_classes=num_classes, in_chans=in_chans, **kwargs)
 
 
-@register(paper="Simonyan and Zisserman 2014, Very deep convolutional networks (configuration A)")
+@register(paper="Simonyan and Zisserman 2014, Very deep convolutional networks (configuration A)", cfgs=default_cfgs)
 def vgg11(num_classes=1000, in_chans=3, **kwargs):
     return VGG(VGG11_BLOCKS, num_classes=num_classes, in_chans=in_chans, **kwargs)
 
 
-@register(paper="Lin et al. 2014, Network in network")
+@register(paper="Lin et al. 2014, Network in network", cfgs=default_cfgs)
 def nin(num_classes=1000, in_chans=3, **kwargs):
     return NiN(num_classes=num_classes, in_chans=in_chans, **kwargs)

@@ -21,8 +21,8 @@ import torch
 from torch import nn
 
 from ..errors import ConfigError
-from ..images import IMAGENET_MEAN, IMAGENET_STD
 from .base import InceptionNet, init_weights
+from .cfgs import plain_cfg, torchvision_tag
 from .layers import Branches, ConvBNAct, ImageNetToUnitRange, scaled_width
 from .registry import register
 
@@ -116,7 +116,6 @@ class GoogLeNet(InceptionNet):
     head_layers = ("fc", "aux1.fc2", "aux2.fc2")
     aux_heads = ("aux1", "aux2")
     aux_taps: ClassVar[dict[str, str]] = {"inception4a": "aux1", "inception4d": "aux2"}
-    aux_weight = 0.3  # the paper's weight of each aux loss; the trainer's default
 
     def __init__(self, num_classes: int = 1000, in_chans: int = 3, aux_logits: bool = False, *,
                  paper: bool = False, transform_input: bool = False, dropout: float = 0.2,
@@ -125,9 +124,7 @@ class GoogLeNet(InceptionNet):
         if transform_input and (paper or in_chans != 3):
             raise ConfigError("transform_input rescales RGB input for torchvision's googlenet weights: "
                               "use it only with googlenet and in_chans=3")
-        self.pretrained_layout = None if paper else "torchvision"
         self.transform_input = transform_input
-        self.default_mean_std = (IMAGENET_MEAN, IMAGENET_STD) if transform_input else ((0.5,) * 3, (0.5,) * 3)
         conv = partial(ConvBNAct, batch_norm=not paper)
         stem = {"input_transform": ImageNetToUnitRange()} if transform_input else {}
         stem |= {"conv1": conv(in_chans, 64, 7, stride=2, padding=3), "maxpool1": _max_pool()}  # 56x56x64
@@ -196,7 +193,19 @@ class SmallGoogLeNet(InceptionNet):
         init_weights(self)
 
 
-@register(has_aux=True, paper=PAPER + " (torchvision's layout)")
+_ARCH = {"input_size": 224, "pool_size": (7, 7), "first_conv": "conv1.conv", "classifier": "fc",
+         "aux_weight": 0.3}  # aux_weight: the paper's weight of each aux loss, the trainer's default
+_SMALL = {"input_size": 28, "pool_size": (7, 7), "first_conv": "conv1.conv", "classifier": "fc"}
+default_cfgs = {
+    "googlenet.tv_in1k": torchvision_tag(
+        _ARCH, "googlenet-1378be20.pth", top1=69.778, size_mb=49.7, untrained_heads=("aux1", "aux2"),
+        description="aux heads never trained (torchvision's docs): started fresh"),
+    "googlenet_paper": plain_cfg(_ARCH),
+    "googlenet_small": plain_cfg(_SMALL),
+}
+
+
+@register(has_aux=True, paper=PAPER + " (torchvision's layout)", cfgs=default_cfgs)
 def googlenet(num_classes=1000, in_chans=3, aux_logits=False, **kwargs):
     """torchvision's GoogLeNet. Options: ``transform_input`` (False), ``dropout`` (0.2), ``dropout_aux`` (0.7).
 
@@ -207,13 +216,13 @@ def googlenet(num_classes=1000, in_chans=3, aux_logits=False, **kwargs):
     return GoogLeNet(num_classes, in_chans, aux_logits, **kwargs)
 
 
-@register(has_aux=True, paper=PAPER + " (Table 1)")
+@register(has_aux=True, paper=PAPER + " (Table 1)", cfgs=default_cfgs)
 def googlenet_paper(num_classes=1000, in_chans=3, aux_logits=False, **kwargs):
     """The paper's GoogLeNet. Options: ``dropout`` (0.4), ``dropout_aux`` (0.7)."""
     return GoogLeNet(num_classes, in_chans, aux_logits, paper=True, **{"dropout": 0.4, **kwargs})
 
 
-@register(paper=PAPER + " (blocks 3a-4b, scaled for 28x28 and 32x32 images)")
+@register(paper=PAPER + " (blocks 3a-4b, scaled for 28x28 and 32x32 images)", cfgs=default_cfgs)
 def googlenet_small(num_classes=1000, in_chans=3, **kwargs):
     """GoogLeNet for small images. Options: ``width`` (0.375, scales every channel count), ``dropout``
     (0.2), ``last_block`` ("4b"; up to "4e" adds Table 1's blocks 4c-4e at 7x7)."""

@@ -20,8 +20,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import ConfigError
-from ..images import INCEPTION_MEAN_STD
 from .base import InceptionNet, init_weights
+from .cfgs import facenet_tag, plain_cfg, timm_tag
 from .inception_v4 import PAPER, ReductionA, avg_pool_3x3, max_pool_3x3_s2
 from .layers import Branches, ConvBNAct
 from .registry import register
@@ -160,7 +160,6 @@ class InceptionResNet(InceptionNet):
 
     default_input_size = 299
     head_layers = ("classif",)
-    default_mean_std = INCEPTION_MEAN_STD
 
     def __init__(self, num_classes: int = 1000, in_chans: int = 3, *, version: int = 2, dropout: float = 0.2,
                  layout: str = "paper"):
@@ -169,7 +168,6 @@ class InceptionResNet(InceptionNet):
             raise ConfigError(f"layout '{layout}' is unknown for inception_resnet_v{version}: choose paper"
                               + (" or facenet" if version == 1 else ""))
         variant = {1: V1, 2: V2}[version]
-        self.pretrained_layout = "timm" if version == 2 else None
         self.facenet = layout == "facenet"
         names = ("repeat_1", "repeat_2", "repeat_3") if self.facenet else ("repeat", "repeat_1", "repeat_2")
         stem = {
@@ -215,7 +213,6 @@ class InceptionResNet(InceptionNet):
         if self.facenet:
             self.head_layers = ("logits",)
             self.default_input_size = 160
-            self.default_mean_std = ((0.5,) * 3, (128 / 255,) * 3)  # facenet: (pixel - 127.5) / 128
             self.last_linear = nn.Linear(channels, 512, bias=False)
             self.last_bn = nn.BatchNorm1d(512, eps=1e-3)
             self.logits = nn.Linear(512, num_classes)
@@ -231,7 +228,20 @@ class InceptionResNet(InceptionNet):
         return self.logits(embedding) if self.num_classes else F.normalize(embedding, p=2, dim=1)
 
 
-@register(paper=PAPER + " (Inception-ResNet-v1)")
+_ARCH = {"input_size": 299, "pool_size": (8, 8), "first_conv": "conv2d_1a.conv", "classifier": "classif"}
+_FACENET = {**_ARCH, "input_size": 160, "pool_size": (3, 3), "classifier": "logits"}
+default_cfgs = {
+    "inception_resnet_v1": plain_cfg(_ARCH),  # the paper's layout; the tags need facenet's
+    "inception_resnet_v1.vggface2": facenet_tag(_FACENET, "20180402-114759-vggface2.pt", 8631, size_mb=111.8),
+    "inception_resnet_v1.casia-webface": facenet_tag(_FACENET, "20180408-102900-casia-webface.pt", 10575,
+                                                     size_mb=115.7),
+    "inception_resnet_v2.tf_in1k": timm_tag(_ARCH, top1=80.434, size_mb=223.6, crop_pct=0.8975),
+    "inception_resnet_v2.tf_ens_adv_in1k": timm_tag(_ARCH, top1=79.998, size_mb=223.6, crop_pct=0.8975,
+                                                    description="ensemble adversarial training"),
+}
+
+
+@register(paper=PAPER + " (Inception-ResNet-v1)", cfgs=default_cfgs)
 def inception_resnet_v1(num_classes=1000, in_chans=3, **kwargs):
     """The paper's Inception-ResNet-v1. Options: ``dropout`` (0.2, the paper's keep probability of 0.8;
     0.6 with facenet's layout), ``layout`` (``"paper"``, or ``"facenet"`` for facenet-pytorch's checkpoints)."""
@@ -240,7 +250,7 @@ def inception_resnet_v1(num_classes=1000, in_chans=3, **kwargs):
     return InceptionResNet(num_classes, in_chans, version=1, **kwargs)
 
 
-@register(paper=PAPER + " (Inception-ResNet-v2, timm's layout)")
+@register(paper=PAPER + " (Inception-ResNet-v2, timm's layout)", cfgs=default_cfgs)
 def inception_resnet_v2(num_classes=1000, in_chans=3, **kwargs):
     """Inception-ResNet-v2 as released by Google and ported by timm. Options: ``dropout`` (0.2)."""
     return InceptionResNet(num_classes, in_chans, version=2, **kwargs)

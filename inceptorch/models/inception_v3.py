@@ -15,6 +15,7 @@ from torch import nn
 from ..errors import ConfigError
 from ..images import IMAGENET_MEAN, IMAGENET_STD
 from .base import InceptionNet, init_weights
+from .cfgs import timm_tag, torchvision_tag
 from .layers import ConvBNAct, ImageNetToUnitRange
 from .registry import register
 
@@ -177,16 +178,14 @@ class InceptionV3(InceptionNet):
 
     ``transform_input=True`` takes inputs normalized with ImageNet's mean and std and rescales them
     to the [-1, 1] range Google's weights were trained on (torchvision's convention for its
-    pretrained checkpoint); without it, feed inputs normalized with ``default_mean_std``.
+    pretrained checkpoint); without it, feed Google's weights [-1, 1] pixels (mean and std 0.5).
     ``forward`` never computes the aux head; ``forward_with_aux`` does, in either mode.
     """
 
     default_input_size = 299
-    pretrained_layout = "torchvision"
     head_layers = ("fc", "AuxLogits.fc")
     aux_heads = ("AuxLogits",)
     aux_taps: ClassVar[dict[str, str]] = {"Mixed_6e": "AuxLogits"}
-    aux_weight = 0.4  # the trainer's default weight of the aux loss
 
     def __init__(self, num_classes: int = 1000, in_chans: int = 3, aux_logits: bool = False, *,
                  transform_input: bool = False, dropout: float = 0.5):
@@ -195,7 +194,6 @@ class InceptionV3(InceptionNet):
             raise ConfigError(f"transform_input converts RGB ImageNet normalization, but in_chans={in_chans}:"
                               " leave transform_input off for non-RGB input")
         self.transform_input = transform_input
-        self.default_mean_std = (IMAGENET_MEAN, IMAGENET_STD) if transform_input else ((0.5,) * 3, (0.5,) * 3)
         stem = {"input_transform": ImageNetToUnitRange()} if transform_input else {}
         self.add_stage("stem", stem | {
             "Conv2d_1a_3x3": ConvBNAct(in_chans, 32, 3, stride=2),  # 149x149x32
@@ -228,7 +226,21 @@ class InceptionV3(InceptionNet):
         init_weights(self)
 
 
-@register(has_aux=True, paper=PAPER)
+_ARCH = {"input_size": 299, "pool_size": (8, 8), "first_conv": "Conv2d_1a_3x3.conv", "classifier": "fc",
+         "aux_weight": 0.4}  # aux_weight: the trainer's default weight of the aux loss
+default_cfgs = {
+    "inception_v3.tv_in1k": torchvision_tag(
+        _ARCH, "inception_v3_google-0cc3c7bd.pth", top1=77.294, size_mb=103.9, crop_pct=299 / 342,
+        description="torchvision's file and preprocessing: bilinear resize to 342, crop 299, ImageNet "
+                    "statistics that the model turns into [-1, 1] pixels (transform_input); timm's port of it "
+                    "(inception_v3.tv_in1k there) is fed bicubic 341 -> 299 at mean and std 0.5"),
+    "inception_v3.tf_in1k": timm_tag(_ARCH, top1=77.866, size_mb=95.5),
+    "inception_v3.gluon_in1k": timm_tag(_ARCH, top1=78.806, size_mb=95.5, mean=IMAGENET_MEAN, std=IMAGENET_STD),
+    "inception_v3.tf_adv_in1k": timm_tag(_ARCH, top1=77.598, size_mb=95.5, description="adversarially trained"),
+}
+
+
+@register(has_aux=True, paper=PAPER, cfgs=default_cfgs)
 def inception_v3(num_classes=1000, in_chans=3, aux_logits=False, **kwargs):
     """Options: ``transform_input`` (torchvision's convention), ``dropout`` (0.5)."""
     return InceptionV3(num_classes=num_classes, in_chans=in_chans, aux_logits=aux_logits, **kwargs)

@@ -11,8 +11,8 @@ comments are for the paper's 299x299 input.
 import torch
 from torch import nn
 
-from ..images import INCEPTION_MEAN_STD
 from .base import ImageClassifier, init_weights
+from .cfgs import timm_tag
 from .layers import Branches, ConvBNAct
 from .registry import register
 
@@ -160,13 +160,11 @@ class InceptionV4(ImageClassifier):
     """Figure 9: the stem of Figure 3, then 4 x Inception-A, Reduction-A, 7 x Inception-B,
     Reduction-B, 3 x Inception-C, average pool, dropout (keep 0.8) and the classifier.
 
-    timm's checkpoints (converted from Google's) expect pixels scaled to [-1, 1]: ``default_mean_std``.
+    timm's checkpoints (converted from Google's) expect pixels scaled to [-1, 1] (its ``pretrained_cfg``).
     """
 
     default_input_size = 299
-    pretrained_layout = "timm"
     head_layers = ("last_linear",)
-    default_mean_std = INCEPTION_MEAN_STD
 
     def __init__(self, num_classes: int = 1000, in_chans: int = 3, *, dropout: float = 0.2):
         super().__init__(num_classes, in_chans)
@@ -195,7 +193,13 @@ class InceptionV4(ImageClassifier):
         return self.last_linear(self.head_drop(torch.flatten(self.global_pool(features), 1)))
 
 
-@register(paper=PAPER + " (timm's layout)")
+default_cfgs = {
+    "inception_v4.tf_in1k": timm_tag({"input_size": 299, "pool_size": (8, 8), "first_conv": "features.0.conv",
+                                      "classifier": "last_linear"}, top1=80.144, size_mb=171.0),
+}
+
+
+@register(paper=PAPER + " (timm's layout)", cfgs=default_cfgs)
 def inception_v4(num_classes=1000, in_chans=3, **kwargs):
     """Inception-v4. Options: ``dropout`` (0.2, the paper's keep probability of 0.8)."""
     return InceptionV4(num_classes, in_chans, **kwargs)

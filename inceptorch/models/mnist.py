@@ -9,6 +9,7 @@ from collections import OrderedDict
 
 from torch import nn
 
+from .cfgs import plain_cfg
 from .classic import SequentialNet
 from .layers import Branches
 from .registry import register
@@ -51,6 +52,13 @@ class MnistInception(SequentialNet):
         super().__init__(features, classifier, num_classes, in_chans)
 
 
-@register(paper="Szegedy et al. 2015 (Inception v3's InceptionA), scaled down for MNIST in PyTorch Zero to All")
+default_cfgs = {
+    "mnist_inception": plain_cfg({"input_size": 28, "pool_size": (4, 4), "first_conv": "features.conv1",
+                                  "classifier": "classifier.fc"}),
+}
+
+
+@register(paper="Szegedy et al. 2015 (Inception v3's InceptionA), scaled down for MNIST in PyTorch Zero to All",
+          cfgs=default_cfgs)
 def mnist_inception(num_classes=1000, in_chans=3, **kwargs):
     return MnistInception(num_classes=num_classes, in_chans=in_chans, **kwargs)
