@@ -38,7 +38,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from inceptorch.images import INCEPTION_MEAN_STD, Preprocessing, image_files, read_image
+from inceptorch.images import INCEPTION_MEAN, INCEPTION_STD, Preprocessing, image_files, read_image
 from inceptorch.inference import benchmark
 from inceptorch.inference.bench import PEERS, accuracy_of_paths, bench_paths
 from inceptorch.models import create_model
@@ -146,8 +146,7 @@ def fashion_task(root: Path, epochs: int):
 
 
 def catdog_task(root: Path, epochs: int, side: int = 128):
-    mean, std = INCEPTION_MEAN_STD
-    transform = Preprocessing(side, round(side / 0.875), mean, std).transform()
+    transform = Preprocessing(side, round(side / 0.875), INCEPTION_MEAN, INCEPTION_STD).transform()
     files = image_files([root / "cats_vs_dogs" / "train"])
     images = torch.stack([transform(read_image(f)) for f in files])
     labels = torch.tensor([0 if f.parent.name == "cat" else 1 for f in files])

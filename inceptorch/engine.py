@@ -21,7 +21,7 @@ from . import data as datasets
 from . import runs, sources, transfer
 from .config import TrainConfig, resolve
 from .errors import ConfigError, DataError, TrainingError
-from .images import Preprocessing, resolve_data_config
+from .images import Preprocessing
 from .models import create_model, default_cfg, load_model
 from .models.cfgs import trained_cfg
 from .training import (
@@ -359,7 +359,7 @@ def evaluate(weights=None, data: str | None = None, *, split: str = "val", data_
     if len(source.classes) != len(classes) or (net.class_names and source.classes != classes):
         raise DataError(f"{scored_what} was trained on the classes {_some(classes)}, but {data} has "
                         f"{_some(source.classes)}: evaluate on data with the same classes (or fine-tune first)")
-    prep = Preprocessing.from_data_config(resolve_data_config(net))  # the checkpoint's, or the tag's
+    prep = Preprocessing.of(net)  # the checkpoint's, or the tag's
     device = pick_device(device)
     batches = datasets.loaders(source, prep, config, device=device)[split]
     net.to(device, memory_format=SCORING_FORMAT)

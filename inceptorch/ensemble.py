@@ -21,6 +21,7 @@ from . import runs
 from .config import TrainConfig, resolve
 from .engine import EvalResult, TrainResult, evaluate, pick_device, train
 from .errors import ConfigError, DataError
+from .images import Preprocessing
 from .models import load_model
 from .training import SCORING_FORMAT, CtrlC
 from .weights import read_metadata, write_atomically
@@ -45,14 +46,15 @@ def evaluate_ensemble(weights: list, **options) -> EvalResult:
     data and preprocessing, which come from the first, as do the defaults of ``options``."""
     if len(weights) < 2:
         raise ConfigError("an ensemble needs at least two checkpoints: pass --weights A B ...")
-    first, *others = [read_metadata(w) for w in weights]
+    nets = [load_model(w) for w in weights]
+    first, *others = [{"preprocessing": Preprocessing.of(net), **read_metadata(w)} for w, net in zip(weights, nets)]
     for path, meta in zip(weights[1:], others):
         for key in ("class_names", "data", "preprocessing"):
             if meta.get(key) != first.get(key):
                 raise DataError(f"{path} has other {key} than {weights[0]}: an ensemble's members must be "
                                 "trained alike (the same recipe and data, other seeds)")
     device = pick_device(options.get("device", "auto"))
-    members = MeanProbabilities([load_model(w) for w in weights]).to(device, memory_format=SCORING_FORMAT).eval()
+    members = MeanProbabilities(nets).to(device, memory_format=SCORING_FORMAT).eval()
     return evaluate(weights[0], runner=members, **options)
 
 

@@ -10,7 +10,7 @@ interpolation, crop_pct, mean and std), which this module only reads (``resolve_
 import math
 import warnings
 from collections.abc import Iterable
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -97,9 +97,6 @@ class Preprocessing:
     std: tuple[float, ...]
     interpolation: str = "bilinear"
 
-    def to_dict(self) -> dict:
-        return asdict(self)
-
     @classmethod
     def from_dict(cls, d: dict) -> "Preprocessing":
         """From ``to_dict``'s fields (checkpoints saved before they carried a ``pretrained_cfg``)."""
@@ -114,17 +111,15 @@ class Preprocessing:
         return cls(side, math.floor(side / config["crop_pct"] + 1e-6), tuple(config["mean"]), tuple(config["std"]),
                    config["interpolation"])
 
+    @classmethod
+    def of(cls, model_or_cfg, *, image_size: int | None = None, in_chans: int | None = None) -> "Preprocessing":
+        """A model's (or config's) preprocessing: ``resolve_data_config``'s, as the data pipeline reads it."""
+        return cls.from_data_config(resolve_data_config(model_or_cfg, image_size=image_size, in_chans=in_chans))
+
     def data_config(self) -> dict:
         """timm's data config keys for this preprocessing."""
         return {"input_size": (len(self.mean), self.crop, self.crop), "interpolation": self.interpolation,
                 "mean": self.mean, "std": self.std, "crop_pct": self.crop / self.resize, "crop_mode": "center"}
-
-    def adapted(self, in_chans: int = 3, crop: int | None = None) -> "Preprocessing":
-        """The same preprocessing for a model with ``in_chans`` channels, at another crop side (the
-        resize keeps its ratio to the crop)."""
-        crop = crop or self.crop
-        return Preprocessing(crop, round(crop * self.resize / self.crop), _for_channels(self.mean, in_chans),
-                             _for_channels(self.std, in_chans), self.interpolation)
 
     def transform(self, augment=(), normalize: bool = True):
         """The torchvision (v2) transform: PIL image (or uint8 tensor) -> float tensor.

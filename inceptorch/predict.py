@@ -21,7 +21,6 @@ from .images import (
     create_transform,
     image_files,
     read_image,
-    resolve_data_config,
 )
 from .inference import optimize_for_inference
 from .models import cfg_for_origin, create_model, load_model
@@ -219,5 +218,4 @@ def load_for_inference(weights=None, model: str | None = None, *, origin: str = 
         net = create_model(model, num_classes=num_classes, weights=weights)
         if num_classes == 1000 and net.class_names is None:
             net.class_names = list(imagenet_classes())
-    data_config = resolve_data_config(cfg_for_origin(net, origin), image_size=image_size, in_chans=net.in_chans)
-    return net.eval(), Preprocessing.from_data_config(data_config)
+    return net.eval(), Preprocessing.of(cfg_for_origin(net, origin), image_size=image_size, in_chans=net.in_chans)

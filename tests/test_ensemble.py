@@ -19,7 +19,7 @@ from inceptorch.ensemble import MeanProbabilities, evaluate_ensemble, train_ense
 from inceptorch.errors import ConfigError, DataError
 from inceptorch.images import Preprocessing
 from inceptorch.models import load_model
-from inceptorch.weights import METADATA_KEY, read_metadata
+from inceptorch.weights import METADATA_KEY
 
 
 class Constant(nn.Module):
@@ -57,7 +57,7 @@ def pair(tmp_path_factory):
 
 def mean_probability_accuracy(checkpoints) -> float:
     """Accuracy of the averaged softmax on the built-in sample's held-out images, computed here."""
-    prep = Preprocessing.from_dict(read_metadata(checkpoints[0])["preprocessing"])
+    prep = Preprocessing.of(load_model(checkpoints[0]))
     val = sources.open_source(resolve({"data": "builtin"})).splits["val"]
     x = (val.images.float() / 255 - torch.tensor(prep.mean).view(1, -1, 1, 1)) / torch.tensor(prep.std).view(1, -1, 1, 1)
     with torch.no_grad():

@@ -14,6 +14,7 @@ from inceptorch.cli import build_parser, main
 from inceptorch.config import resolve
 from inceptorch.errors import DataError
 from inceptorch.images import Preprocessing
+from inceptorch.models.cfgs import trained_cfg
 from inceptorch.weights import read_metadata, save_weights
 
 SIDE = 32
@@ -120,9 +121,10 @@ def test_finetuning_a_10_class_checkpoint_on_photos_changes_only_what_is_not_fro
     classes = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
     source = inceptorch.create_model("googlenet_small", num_classes=10, width=0.25)
     source.class_names = classes
+    cifar = Preprocessing(32, 32, (0.49, 0.48, 0.45), (0.25, 0.24, 0.26)).data_config()  # what its training used
+    source.pretrained_cfg = trained_cfg(source.pretrained_cfg, cifar, classes)
     checkpoint = tmp_path / "cifar10.safetensors"
-    save_weights(source, checkpoint, {"preprocessing": Preprocessing(32, 32, (0.49, 0.48, 0.45),
-                                                                     (0.25, 0.24, 0.26)).to_dict()})
+    save_weights(source, checkpoint)
     photos = data_root / "cats_vs_dogs" / "train"
     assert main(["finetune", "--weights", str(checkpoint), "--data", str(photos), "--epochs", "1",
                  "--train-samples", "48", "--val-samples", "16", "--batch-size", "16", "--workers", "2",
@@ -131,7 +133,8 @@ def test_finetuning_a_10_class_checkpoint_on_photos_changes_only_what_is_not_fro
     model, meta = inceptorch.load_model(tuned), read_metadata(tuned)
     assert model.class_names == ["cat", "dog"] and model.fc.out_features == 2
     assert meta["build_config"]["width"] == 0.25
-    assert meta["preprocessing"]["crop"] == 32 and meta["preprocessing"]["mean"] == pytest.approx([0.49, 0.48, 0.45])
+    cfg = meta["pretrained_cfg"]
+    assert cfg["input_size"] == [3, 32, 32] and cfg["mean"] == pytest.approx([0.49, 0.48, 0.45])
     before, after = source.state_dict(), model.state_dict()
     backbone = [k for k in before if not k.startswith("fc.")]
     assert backbone and all(torch.equal(before[k], after[k]) for k in backbone)  # weights and BN statistics

@@ -11,7 +11,7 @@ from PIL import Image
 import inceptorch
 from inceptorch.cli import main
 from inceptorch.errors import DataError
-from inceptorch.images import Preprocessing, preprocessing_for, read_image
+from inceptorch.images import Preprocessing, read_image
 from inceptorch.predict import extract_features, predict
 from inceptorch.weights import save_weights
 
@@ -123,7 +123,7 @@ def test_predict_command_prints_json_and_warns_about_bad_files(model, image_dir,
     assert status == 0
     rows = json.loads(out)
     assert [r["file"].rsplit("/", 1)[-1] for r in rows] == ["photo.jpg", "notes.jpg"]
-    expected = predict(model, [image_dir / "photo.jpg"], topk=3, preprocessing=preprocessing_for(model))[0]
+    expected = predict(model, [image_dir / "photo.jpg"], topk=3)[0]  # the model's own pretrained_cfg
     assert [t["class"] for t in rows[0]["top"]] == expected.classes
     assert [t["probability"] for t in rows[0]["top"]] == pytest.approx(expected.probabilities, abs=1e-6)
     assert "notes.jpg" in rows[1]["error"]

@@ -164,4 +164,4 @@ def test_a_checkpoint_saved_before_pretrained_cfg_existed_keeps_its_preprocessin
     loaded = load_model(path)
     assert loaded.class_names == ["ant", "bee"] and loaded.pretrained_cfg["label_names"] == ["ant", "bee"]
     prep = Preprocessing.from_data_config(resolve_data_config(loaded))
-    assert prep.to_dict() == {**old, "mean": (0.3,), "std": (0.2,)}
+    assert (prep.crop, prep.resize, prep.mean, prep.std, prep.interpolation) == (32, 37, (0.3,), (0.2,), "bilinear")

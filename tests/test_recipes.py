@@ -93,7 +93,7 @@ def test_recipe_trains_a_few_steps(name, idx_root, tmp_path):
     assert np.isfinite(row["train_loss"]) and 0 <= row["val_acc"] <= 1
     meta = read_metadata(result.run_dir / "last.safetensors")
     assert meta["model"] == recipe["model"]
-    assert meta["preprocessing"]["crop"] == recipe.get("image_size", 32 if recipe["data"] == "cifar10" else 28)
+    assert meta["pretrained_cfg"]["input_size"][-1] == recipe.get("image_size", 32 if recipe["data"] == "cifar10" else 28)
     saved = json.loads((result.run_dir / "config.json").read_text())
     assert saved["recipe"] == name and saved["lr"] == recipe["lr"]
 
@@ -125,7 +125,7 @@ def test_command_line_flags_override_the_recipe(cli_run):
 def reference_scores(weights, flip: bool) -> tuple[float, float]:
     """Accuracy and mean loss on the t10k images, computed here from the checkpoint's preprocessing."""
     model = inceptorch.load_model(weights).eval()
-    prep = Preprocessing.from_dict(read_metadata(weights)["preprocessing"])
+    prep = Preprocessing.of(model)
     images, labels = bar_images(TEST_IMAGES, seed=1)
     x = (torch.from_numpy(images).float().unsqueeze(1) / 255 - torch.tensor(prep.mean).view(1, -1, 1, 1)) \
         / torch.tensor(prep.std).view(1, -1, 1, 1)

@@ -16,7 +16,8 @@ from inceptorch.cli import main
 from inceptorch.config import resolve
 from inceptorch.engine import fit, make_optimizer
 from inceptorch.errors import ConfigError, InputSizeError
-from inceptorch.images import Preprocessing, preprocessing_for
+from inceptorch.images import Preprocessing
+from inceptorch.models import cfg_for_origin
 from inceptorch.models.base import ImageClassifier
 from inceptorch.models.layers import ConvBNAct
 from inceptorch.transfer import block_names, freeze, start_from_checkpoint, unfreeze
@@ -202,22 +203,22 @@ def test_torchvision_origin_matches_torchvision_weights_transforms():
         reference = weights.transforms()
         with torch.device("meta"):
             model = inceptorch.create_model(name, transform_input=True)  # torchvision's convention for them
-        prep = preprocessing_for(model, "torchvision")
+        prep = Preprocessing.of(cfg_for_origin(model, "torchvision"))
         assert (prep.crop, prep.resize) == (reference.crop_size[0], reference.resize_size[0])
         assert prep.mean == pytest.approx(reference.mean) and prep.std == pytest.approx(reference.std)
 
 
 @pytest.mark.slow
 def test_both_torchvision_conventions_feed_the_network_the_same_pixels(tmp_path):
-    """transform_input with ImageNet statistics, or none with 0.5: the same logits from the same weights."""
+    """transform_input with ImageNet statistics, or none with 0.5: the same logits from the same weights,
+    each fed as its pretrained_cfg says."""
     photo = tmp_path / "photo.png"
     Image.fromarray(np.random.default_rng(0).integers(0, 256, (240, 260, 3), dtype=np.uint8)).save(photo)
     plain = inceptorch.create_model("googlenet", num_classes=4).eval()
     converting = inceptorch.create_model("googlenet", num_classes=4, transform_input=True).eval()
     converting.load_state_dict(plain.state_dict())
-    assert preprocessing_for(plain, "torchvision").mean == (0.5, 0.5, 0.5)
-    results = [inceptorch.predict(m, [photo], topk=4, preprocessing=preprocessing_for(m, "torchvision"))[0]
-               for m in (plain, converting)]
+    assert plain.pretrained_cfg["mean"] == (0.5, 0.5, 0.5) and converting.pretrained_cfg["mean"] == (0.485, 0.456, 0.406)
+    results = [inceptorch.predict(m, [photo], topk=4)[0] for m in (plain, converting)]
     assert results[0].classes == results[1].classes
     assert results[0].probabilities == pytest.approx(results[1].probabilities, abs=1e-5)
 
@@ -228,11 +229,12 @@ def test_timm_and_default_origins():
     reference = timm.models.get_pretrained_cfg("inception_v3.tf_in1k")
     with torch.device("meta"):
         model = inceptorch.create_model("inception_v3")
-    prep = preprocessing_for(model, "timm")
+    prep = Preprocessing.of(cfg_for_origin(model, "timm"))
     assert prep.mean == reference.mean and prep.std == reference.std and prep.interpolation == reference.interpolation
     assert (prep.crop, prep.resize) == (reference.input_size[-1], int(reference.input_size[-1] / reference.crop_pct))
     grey = inceptorch.create_model("googlenet_small", in_chans=1)
-    assert preprocessing_for(grey, "imagenet").mean == pytest.approx((np.mean([0.485, 0.456, 0.406]),))
+    assert Preprocessing.of(cfg_for_origin(grey, "imagenet"), in_chans=1).mean == pytest.approx(
+        (np.mean([0.485, 0.456, 0.406]),))
 
 
 # --- fine-tuning end to end ---------------------------------------------------------------------------
@@ -251,8 +253,9 @@ def two_class_npz(tmp_path):
 @pytest.mark.slow
 def test_finetune_command_keeps_the_source_backbone_and_saves_class_names(tmp_path, two_class_npz):
     source = inceptorch.create_model("googlenet_small", num_classes=10, in_chans=3)
+    source.pretrained_cfg = {**source.pretrained_cfg, "mean": (0.3,) * 3, "std": (0.2,) * 3, "crop_pct": 1.0}
     source_weights = tmp_path / "source.safetensors"
-    save_weights(source, source_weights, {"preprocessing": Preprocessing(28, 28, (0.3,) * 3, (0.2,) * 3).to_dict()})
+    save_weights(source, source_weights)
     status = main(["finetune", "--model", "googlenet_small", "--weights", str(source_weights), "--data",
                    str(two_class_npz), "--epochs", "2", "--batch-size", "8", "--val-split", "8", "--lr", "0.05",
                    "--out-dir", str(tmp_path / "runs"), "--name", "pets", "--quiet"])
@@ -264,7 +267,7 @@ def test_finetune_command_keeps_the_source_backbone_and_saves_class_names(tmp_pa
     backbone = [k for k in before if not k.startswith("fc.")]
     assert all(torch.equal(before[k], after[k]) for k in backbone)
     assert not torch.equal(before["fc.weight"][:2], after["fc.weight"])
-    assert preprocessing_for(model, weights=tuned).mean == pytest.approx((0.3,) * 3)  # the source's, kept
+    assert model.pretrained_cfg["mean"] == pytest.approx((0.3,) * 3)  # the source's, kept
 
 
 def test_finetune_without_weights_is_a_one_line_error(two_class_npz, capsys):
@@ -277,12 +280,13 @@ def test_finetune_without_weights_is_a_one_line_error(two_class_npz, capsys):
 def test_heads_trained_on_other_classes_of_the_same_number_start_fresh(tmp_path):
     source = inceptorch.create_model("googlenet_small", num_classes=2)
     source.class_names = ["shirt", "shoe"]
+    source.pretrained_cfg = {**source.pretrained_cfg, "mean": (0.3,) * 3, "std": (0.2,) * 3}
     weights = tmp_path / "clothes.safetensors"
-    save_weights(source, weights, {"preprocessing": Preprocessing(28, 28, (0.3,) * 3, (0.2,) * 3).to_dict()})
+    save_weights(source, weights)
     for classes, kept in ((["shirt", "shoe"], True), (["cat", "dog"], False)):
         model = inceptorch.create_model("googlenet_small", num_classes=2, weights=weights)
         model.class_names = classes
-        config = start_from_checkpoint(resolve({"weights": str(weights)}), model)
+        start_from_checkpoint(resolve({"weights": str(weights)}), model)
         assert torch.equal(model.fc.weight, source.fc.weight) == kept
         assert torch.equal(model.inception4b.branch1.conv.weight, source.inception4b.branch1.conv.weight)
-        assert list(config.mean) == pytest.approx([0.3] * 3) and list(config.std) == pytest.approx([0.2] * 3)
+        assert (model.pretrained_cfg["mean"], model.pretrained_cfg["std"]) == ((0.3,) * 3, (0.2,) * 3)

@@ -8,6 +8,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import ConfigError, InputSizeError
+from .cfgs import plain_cfg
 from .layers import ConvBNAct, scaled_width
 from .meta import min_input_size
 
@@ -36,7 +37,6 @@ class ImageClassifier(nn.Module):
     """
 
     default_input_size = 224
-    pretrained_cfg: dict | None = None  # what its weights expect (models/cfgs.py); set by create_model
     head_layers: tuple[str, ...] = ("fc",)
     aux_heads: tuple[str, ...] = ()  # module names of the auxiliary classifiers
     aux_taps: ClassVar[dict[str, str]] = {}  # layer -> the auxiliary head that reads its output
@@ -46,6 +46,8 @@ class ImageClassifier(nn.Module):
         super().__init__()
         self.num_classes = num_classes
         self.in_chans = in_chans
+        # What its weights expect (models/cfgs.py): create_model sets the registry's, or its checkpoint's.
+        self.pretrained_cfg = plain_cfg({"input_size": self.default_input_size})
         self._min_input_size = None
         self.register_forward_pre_hook(_check_input)
 
@@ -115,7 +117,7 @@ class ImageClassifier(nn.Module):
         return out
 
     @property
-    def default_cfg(self) -> dict | None:
+    def default_cfg(self) -> dict:
         """timm's older name of ``pretrained_cfg``."""
         return self.pretrained_cfg
 
