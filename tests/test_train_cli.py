@@ -51,8 +51,8 @@ def test_run_folder_holds_everything(trained):
 def test_checkpoint_metadata_rebuilds_the_model(trained):
     meta = read_metadata(trained / "last.safetensors")
     assert meta["model"] == "mnist_inception" and meta["class_names"] == CLASSES and meta["epoch"] == 2
-    prep = meta["preprocessing"]
-    assert prep["crop"] == 28 and len(prep["mean"]) == 1 and len(prep["std"]) == 1
+    cfg = meta["pretrained_cfg"]  # the training's preprocessing, as timm's keys
+    assert cfg["input_size"] == [1, 28, 28] and len(cfg["mean"]) == 1 and len(cfg["std"]) == 1
     model = inceptorch.load_model(trained / "last.safetensors")
     saved = load_file(trained / "last.safetensors")
     assert all(torch.equal(saved[k], v) for k, v in model.state_dict().items())
