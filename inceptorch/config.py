@@ -12,6 +12,7 @@ import difflib
 import functools
 import json
 import math
+import os
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Literal, get_args, get_origin
@@ -206,6 +207,8 @@ def typed(key: str, value):
     "flip,crop", "width=0.5"), or a Python, YAML or JSON value (a list for a tuple)."""
     if key == "augment" and isinstance(value, (list, tuple)):
         value = ",".join(value)
+    if isinstance(value, os.PathLike):  # data, out_dir, weights, resume... given as a pathlib.Path
+        value = os.fspath(value)
     try:
         if isinstance(value, str):
             if key in TEXT_FORMS:
