@@ -26,8 +26,15 @@ COMMANDS = [analysis.add_list, inference.add_predict, inference.add_embed, analy
             analysis.add_weights]
 
 
+class OneLineErrors(argparse.ArgumentParser):
+    """A wrong flag or value is one line and exit status 2, as every other error; --help has the usage."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see: {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = OneLineErrors(
         prog="inceptorch", description="GoogLeNet and the Inception family: analyse, train, fine-tune, predict, export.")
     sub = parser.add_subparsers(dest="command", required=True)
     for add in COMMANDS:

@@ -1,17 +1,24 @@
-"""Training options: one dataclass whose every field is also a flag of ``inceptorch train``.
+"""Training options: one typed dataclass whose every field is also a flag of ``inceptorch train``.
 
-Options are resolved in one order, lowest first: the defaults below, a recipe file, the saved
-config of a run being resumed, then what the caller gave explicitly (CLI flags or dict keys).
+Options are resolved in one order, lowest first: the defaults below, a caller's own defaults
+(``finetune``'s), a recipe file or the saved config of a run being resumed, then what the caller gave
+explicitly: CLI flags, dict keys, or the fields passed to ``TrainConfig(...)`` (``config.given``),
+even where a value equals the default. Values are converted to each field's annotated type by
+pydantic (text from the command line, YAML and JSON values), so a new option is one field here.
 """
 
 import dataclasses
 import difflib
+import functools
 import json
 import math
+import os
 from dataclasses import dataclass, field, fields
 from pathlib import Path
+from typing import Literal, get_args, get_origin
 
 import yaml
+from pydantic import TypeAdapter, ValidationError
 
 from .errors import ConfigError
 
@@ -31,6 +38,8 @@ def _opt(default, help: str, metavar: str | None = None):
 
 @dataclass
 class TrainConfig:
+    """Every training option; ``given`` names the fields the constructor was passed (see ``resolve``)."""
+
     # what to train on what
     model: str = _opt("mnist_inception", "model name (see `inceptorch list`)")
     model_args: dict = field(default_factory=dict, metadata={
@@ -63,7 +72,7 @@ class TrainConfig:
                        "flip,crop")
     test_flip: bool = _opt(False, "validation also scores each image mirrored and averages the two "
                            "predictions (for data whose classes survive a flip, unlike digits)")
-    val_every: int | str = _opt(1, "score the validation split after every N epochs and after the last, or "
+    val_every: int | Literal["end"] = _opt(1, "score the validation split after every N epochs and after the last, or "
                                 "after the last only (end); the epochs between have no val_loss or val_acc, "
                                 "and their time goes to training", "N|end")
     workers: int = _opt(2, "data loader processes for image folders")
@@ -108,7 +117,7 @@ class TrainConfig:
                                      "(default: --lr / 10)")
     # where and how it runs
     device: str = _opt("auto", "auto, cpu or cuda")
-    amp: bool | str = _opt(False, "mixed precision (bfloat16, or float16 with loss scaling on older GPUs); "
+    amp: bool | Literal["auto"] = _opt(False, "mixed precision (bfloat16, or float16 with loss scaling on older GPUs); "
                            "recipes may say auto: on a GPU or a CPU with AVX512-BF16 or AMX, float32 elsewhere")
     channels_last: bool = _opt(False, "channels-last memory format")
     compile: bool = _opt(False, "torch.compile the model")
@@ -124,6 +133,17 @@ class TrainConfig:
     name: str | None = _opt(None, "run folder name (default: MODEL-DATA, numbered when taken)")
     resume: str | None = _opt(None, "continue the run in this folder from its last checkpoint", "RUN_DIR")
     quiet: bool = _opt(False, "no progress bars or per-epoch lines on the console")
+
+    def __new__(cls, *args, **given):
+        """Remembers which fields were given: a given value equal to the default still counts."""
+        config = super().__new__(cls)
+        config._given = frozenset(f.name for f in fields(cls)[:len(args)]).union(given)
+        return config
+
+    @property
+    def given(self) -> frozenset[str]:
+        """The fields passed to the constructor (``dataclasses.replace`` passes them all)."""
+        return getattr(self, "_given", frozenset())
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -148,33 +168,56 @@ def _split_list(value) -> list:
     return [v.strip() for v in value.split(",") if v.strip()] if isinstance(value, str) else list(value)
 
 
-def _normalize(key: str, value):
-    """Brings a value from YAML, JSON or the command line to the field's type."""
-    if value is None:
-        return None
-    if key == "augment" and not isinstance(value, str):
-        return ",".join(value)
-    if key in ("mean", "std"):
-        return tuple(float(v) for v in _split_list(value))
-    if key == "model_args" and isinstance(value, str):
-        pairs = [item.split("=", 1) for item in _split_list(value)]
-        if any(len(p) != 2 for p in pairs):
-            raise ConfigError(f"--model-args '{value}' is not a list of KEY=VALUE pairs")
-        return {k.strip(): yaml.safe_load(v) for k, v in pairs}
-    if key == "val_every" and value == AT_END:
-        return value
-    kind = FIELDS[key].type
+def _key_values(text: str) -> dict:
+    pairs = [item.split("=", 1) for item in _split_list(text)]
+    if any(len(p) != 2 for p in pairs):
+        raise ConfigError(f"--model-args '{text}' is not a list of KEY=VALUE pairs")
+    return {k.strip(): yaml.safe_load(v) for k, v in pairs}
+
+
+# Options whose text form is a list: "0.5,0.5,0.5" for a tuple, "width=0.5,dropout=0.2" for a mapping
+TEXT_FORMS = {"mean": _split_list, "std": _split_list, "model_args": _key_values}
+
+
+@functools.cache
+def _adapter(key: str) -> TypeAdapter:
+    return TypeAdapter(FIELDS[key].type)
+
+
+def _kinds(annotation) -> list[str]:
+    words = {int: "a whole number", float: "a number", str: "text",
+             dict: "a mapping of KEY: VALUE", type(None): "none"}
+    if get_origin(annotation) is Literal:
+        return [str(a) for a in get_args(annotation)]
+    if get_origin(annotation) is tuple:
+        return ["a list of numbers"]
+    if get_args(annotation):
+        return [word for a in get_args(annotation) for word in _kinds(a)]
+    return ["true", "false"] if annotation is bool else [words.get(annotation, str(annotation))]
+
+
+def _kind(annotation) -> str:
+    """What a type annotation accepts, in words: 'a whole number or end'."""
+    kinds = _kinds(annotation)
+    return " or ".join(kinds) if len(kinds) < 3 else ", ".join(kinds[:-1]) + " or " + kinds[-1]
+
+
+def typed(key: str, value):
+    """``value`` of option ``key`` as its field's type: text as the command line gives it ("0.05",
+    "flip,crop", "width=0.5"), or a Python, YAML or JSON value (a list for a tuple)."""
+    if key == "augment" and isinstance(value, (list, tuple)):
+        value = ",".join(value)
+    if isinstance(value, os.PathLike):  # data, out_dir, weights, resume... given as a pathlib.Path
+        value = os.fspath(value)
     try:
-        if kind in (int, int | None, int | str):
-            if isinstance(value, float) and not value.is_integer():
-                raise ValueError
-            return int(value)
-        if kind in (float, float | None):
-            return float(value)
-    except (TypeError, ValueError):
-        words = f" or {AT_END}" if key == "val_every" else ""
-        raise ConfigError(f"option {key} must be a number{words}, got {value!r}") from None
-    return value
+        if isinstance(value, str):
+            if key in TEXT_FORMS:
+                return _adapter(key).validate_python(TEXT_FORMS[key](value))
+            return _adapter(key).validate_strings(value)
+        return _adapter(key).validate_python(value)
+    except ValidationError:
+        raise ConfigError(f"--{key.replace('_', '-')} must be {_kind(FIELDS[key].type)}, got {value!r}"
+                          ) from None
 
 
 def load_recipe(recipe: str) -> dict:
@@ -208,26 +251,32 @@ def saved_config(run_dir) -> dict:
     return {k: v for k, v in json.loads(path.read_text()).items() if k in FIELDS}
 
 
-def resolve(config=None, **overrides) -> TrainConfig:
-    """Defaults < recipe < resumed run's config < explicit options; then checks every value.
-
-    ``config`` is a dict of explicit options or a ``TrainConfig`` (whose fields that differ from the
-    defaults count as explicit).
-    """
+def explicit_options(config=None, **overrides) -> dict:
+    """The options a caller chose, typed: a dict's keys, or a ``TrainConfig``'s given fields, then
+    ``overrides``."""
     if isinstance(config, TrainConfig):
-        default = TrainConfig()
-        explicit = {k: v for k, v in config.to_dict().items() if v != getattr(default, k)}
-    else:
-        explicit = {_known(k.replace("-", "_"), "the options"): v for k, v in (config or {}).items()}
-    explicit.update({_known(k, "the options"): v for k, v in overrides.items()})
+        config = {k: getattr(config, k) for k in config.given}
+    chosen = {_known(k.replace("-", "_"), "the options"): v for k, v in (config or {}).items()}
+    chosen.update({_known(k, "the options"): v for k, v in overrides.items()})
+    return {k: typed(k, v) for k, v in chosen.items()}
 
-    options: dict = {}
+
+def resolve(config=None, *, defaults: dict | None = None, **overrides) -> TrainConfig:
+    """Defaults < ``defaults`` < recipe or resumed run's config < explicit options; then checks every
+    value.
+
+    ``config`` is a dict of explicit options or a ``TrainConfig``, whose ``given`` fields are the
+    explicit ones (equal to the default or not); ``defaults``: a caller's own defaults, which a
+    recipe overrides (``finetune``'s ``freeze="backbone"``). Every field of the result is given, so
+    resolving it again changes nothing.
+    """
+    explicit = explicit_options(config, **overrides)
+    options = {k: typed(k, v) for k, v in (defaults or {}).items()}
     if explicit.get("resume"):
-        options.update(saved_config(explicit["resume"]))
+        options.update({k: typed(k, v) for k, v in saved_config(explicit["resume"]).items()})
     elif explicit.get("recipe"):
-        options.update(load_recipe(explicit["recipe"]))
-    options = {k: _normalize(k, v) for k, v in {**options, **explicit}.items()}
-    resolved = TrainConfig(**options)
+        options.update({k: typed(k, v) for k, v in load_recipe(explicit["recipe"]).items()})
+    resolved = TrainConfig(**{**TrainConfig().to_dict(), **options, **explicit})
     check(resolved)
     return resolved
 

@@ -19,7 +19,7 @@ from torch import nn
 
 from . import data as datasets
 from . import runs, sources, transfer
-from .config import TrainConfig, resolve
+from .config import TrainConfig, explicit_options, load_recipe, resolve
 from .errors import ConfigError, DataError, TrainingError
 from .images import Preprocessing
 from .models import create_model, default_cfg, load_model
@@ -85,6 +85,18 @@ def best_scored(history: list[dict]) -> dict | None:
     return max((row for row in history if row["val_acc"] is not None), key=lambda row: row["val_acc"], default=None)
 
 
+def _load_keeping_hyperparameters(optimizer, schedule, state: dict) -> None:
+    """Loads a resumed run's optimizer and schedule state (momentum buffers, step count), keeping the
+    learning rates, momentum and weight decay that ``config`` now asks for: the saved ones are those
+    of the run's first part, and a resumed run may be given others (``--resume RUN --lr 0.05``)."""
+    chosen = [{k: v for k, v in group.items() if k != "params"} for group in optimizer.param_groups]
+    optimizer.load_state_dict(state["optimizer"])
+    schedule.load_state_dict(state["schedule"])
+    schedule.base_lrs = [group["initial_lr"] for group in chosen]
+    for group, settings, factor in zip(optimizer.param_groups, chosen, schedule.lr_lambdas):
+        group.update(settings, lr=settings["initial_lr"] * factor(schedule.last_epoch))
+
+
 def fit(model, loaders: dict, config: TrainConfig, run: "runs.Run | None" = None, *,
         metadata: dict | None = None, state: dict | None = None, processes: Processes | None = None,
         device=None, stop: CtrlC | None = None) -> list[dict]:
@@ -114,8 +126,7 @@ def fit(model, loaders: dict, config: TrainConfig, run: "runs.Run | None" = None
     history, start_epoch, partial = [], 0, None
     if state is not None:
         model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        schedule.load_state_dict(state["schedule"])
+        _load_keeping_hyperparameters(optimizer, schedule, state)
         scaler.load_state_dict(state["scaler"])
         history, start_epoch = state["history"], state["epoch"]
         partial = state.get("partial")  # set when Ctrl-C stopped the run inside an epoch
@@ -384,19 +395,21 @@ def finetune(config=None, **options):
     ``unfreeze_after`` a second phase trains everything, the freed layers at ``lr_unfrozen``.
     The checkpoints written carry the class names and the preprocessing, for ``predict``.
     """
-    if isinstance(config, TrainConfig):  # its fields that differ from the defaults were chosen
-        default = TrainConfig()
-        config = {k: v for k, v in config.to_dict().items() if v != getattr(default, k)}
-    options = {**(config or {}), **options}
+    options = explicit_options(config, **options)
+    defaults = {}  # under a recipe's options, as the defaults of TrainConfig are
     if not options.get("resume"):
         if not options.get("weights") and not options.get("pretrained"):
             raise ConfigError("fine-tuning starts from a checkpoint: pass --pretrained [TAG] (see inceptorch "
                               "weights) or --weights CKPT (an inceptorch, torchvision or timm file)")
-        options.setdefault("freeze", "backbone")
+        defaults["freeze"] = "backbone"
         saved = read_metadata(options["weights"]) if options.get("weights") else {}
-        if saved.get("model") and "model" not in options and not options.get("recipe"):
-            options["model"] = saved["model"]  # the network the checkpoint holds, with its options (width)
+        recipe = load_recipe(options["recipe"]) if options.get("recipe") else {}
+        if saved.get("model") and "model" not in options and "model" not in recipe:
+            defaults["model"] = saved["model"]  # the network the checkpoint holds, with its options (width)
             built = {k: v for k, v in saved.get("build_config", {}).items()
                      if k not in ("num_classes", "in_chans", "aux_logits")}
-            options["model_args"] = {**built, **(options.get("model_args") or {})}
-    return train(options)
+            defaults["model_args"] = built
+            chosen = {**recipe.get("model_args", {}), **options.get("model_args", {})}
+            if chosen:
+                options["model_args"] = {**built, **chosen}
+    return train(resolve(options, defaults=defaults))

@@ -174,7 +174,8 @@ def optimized_for_images(model, images, *, backend: str = "torch", precision: st
                          features: bool = False):
     """``model`` through ``optimize_for_inference``, for ``predict`` (or, with ``features``,
     ``extract_features``) on ``images``: prepared, and for ``auto`` measured, on their first batch;
-    int8 calibrated on ``calibration`` (a folder or files), else on the images themselves."""
+    int8 calibrated (and ``auto``'s bf16 and int8 judged) on ``calibration`` (a folder or files), else
+    on the images themselves: too few of them, and ``auto`` keeps to fp32."""
     if _model_device(model).type != "cpu":
         raise ConfigError("--backend and --precision choose a CPU path: leave out --device cuda")
     items = _items(images)
@@ -182,7 +183,8 @@ def optimized_for_images(model, images, *, backend: str = "torch", precision: st
         _, example = next(_batches(model, items, preprocessing, batch_size, []))
     except StopIteration:
         raise DataError("no image could be read: check the paths and files given") from None
-    if precision in ("int8", "auto") and calibration is None:
+    judged = precision != "fp32" and "auto" in (precision, backend)  # bf16 and int8 judged on held-out images
+    if (precision == "int8" or judged) and calibration is None:
         calibration = [i for i in items if isinstance(i, (str, Path))] or None
     if calibration is not None and not isinstance(calibration, torch.Tensor):
         files = image_files([calibration] if isinstance(calibration, (str, Path)) else calibration)

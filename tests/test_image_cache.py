@@ -91,7 +91,7 @@ def test_unreadable_file_is_left_out_of_memory_with_a_warning(tmp_path, caplog):
 def test_cache_flags_and_cifar10_image_folder_under_data_root(tmp_path):
     parse = build_parser().parse_args
     assert parse(["train", "--no-cache-images"]).cache_images is False
-    assert parse(["train", "--cache-images", "--cache-limit-mb", "64"]).cache_limit_mb == "64"
+    assert parse(["train", "--cache-images", "--cache-limit-mb", "64"]).cache_limit_mb == 64.0  # typed by the flag
     make_small_folder(tmp_path / "cifar10" / "train", classes=("airplane", "cat"), per_class=3)
     source = sources.open_source(resolve({"data": "cifar10", "data_root": str(tmp_path), "val_split": 2,
                                           "workers": 0}))

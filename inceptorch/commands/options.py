@@ -5,6 +5,7 @@ import sys
 
 from ..config import WEIGHT_ORIGINS
 from ..inference import BACKENDS, PRECISIONS
+from ..inference.choose import REDUCED_NEEDS_IMAGES
 from ..predict import load_for_inference, optimized_for_images
 from ..training import pick_device
 
@@ -52,7 +53,8 @@ def add_engine_options(p, calibration_default: str) -> None:
     p.add_argument("--precision", choices=PRECISIONS,
                    help="fp32 (default), bf16 (CPUs with AVX512-BF16 or AMX), int8 (calibrated) or auto")
     p.add_argument("--calibration", metavar="FOLDER",
-                   help=f"images to calibrate int8 on, a few hundred (default: {calibration_default})")
+                   help=f"images to calibrate int8 on, a few hundred; auto holds half of them out to judge "
+                        f"bf16 and int8 on, and with fewer than {REDUCED_NEEDS_IMAGES} keeps to fp32 (default: {calibration_default})")
 
 
 def engine_choice(args) -> dict | None:

@@ -3,10 +3,11 @@
 import argparse
 import json
 from dataclasses import MISSING, fields
+from typing import get_args
 
 import torch
 
-from ..config import TrainConfig, resolve
+from ..config import TrainConfig, resolve, typed
 from ..engine import evaluate, finetune, train
 from ..ensemble import evaluate_ensemble, train_ensemble
 from ..errors import ConfigError
@@ -15,22 +16,33 @@ from ..predict import load_for_inference, optimized_for_images
 from .options import add_engine_options, add_pretrained, engine_choice
 
 
+def _parser_of(key: str):
+    """argparse's ``type=`` for option ``key``: its text as the field's type, or argparse's error."""
+    def parse(text: str):
+        try:
+            return typed(key, text)
+        except ConfigError as e:
+            raise argparse.ArgumentTypeError(str(e).removeprefix(f"--{key.replace('_', '-')} ")) from None
+    parse.__name__ = key
+    return parse
+
+
 def _add_config_flags(p) -> None:
-    """One flag per ``TrainConfig`` field. Only the flags given reach the config, so a recipe (or the
-    run being resumed) supplies the rest."""
+    """One flag per ``TrainConfig`` field, its value typed as the field is. Only the flags given reach
+    the config, so a recipe (or the run being resumed) supplies the rest."""
     for f in fields(TrainConfig):
         flag = "--" + f.name.replace("_", "-")
         default = f.default if f.default is not MISSING else None
         shown = f" (default: {default})" if default not in (None, "", False) else ""
         if "const" in f.metadata:  # a flag whose value may be left out
             p.add_argument(flag, nargs="?", const=f.metadata["const"], default=argparse.SUPPRESS,
-                           metavar=f.metadata["metavar"], help=f.metadata["help"])
-        elif f.type in (bool, bool | str, bool | None):  # amp's auto is for recipes; --amp and --no-amp choose
+                           type=_parser_of(f.name), metavar=f.metadata["metavar"], help=f.metadata["help"])
+        elif bool in (get_args(f.type) or (f.type,)):  # amp's auto is for recipes; --amp and --no-amp choose
             p.add_argument(flag, action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS,
                            help=f.metadata["help"])
         else:
-            p.add_argument(flag, default=argparse.SUPPRESS, metavar=f.metadata.get("metavar") or f.name.upper(),
-                           help=f.metadata["help"] + shown)
+            p.add_argument(flag, default=argparse.SUPPRESS, type=_parser_of(f.name),
+                           metavar=f.metadata.get("metavar") or f.name.upper(), help=f.metadata["help"] + shown)
 
 
 def _run_train(args, start=None) -> int:

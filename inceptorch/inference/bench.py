@@ -199,7 +199,7 @@ def bench_paths(backend: str = "all", precision: str = "all", compile: bool = Fa
             continue
         if not peer and ((backend != "all" and b != backend) or (precision != "all" and p != precision)):
             continue
-        if p == "default" or (b, p) in candidates(b, p, int8=True):
+        if p == "default" or (b, p) in candidates(b, p, reduced=True):
             chosen.append(name)
         elif p != "bf16" or bf16_supported():
             log.info("bench: %s left out (its extra is not installed)", name)

@@ -79,6 +79,7 @@ def openvino_int8(ov_model, batches: list[torch.Tensor]):
     """The OpenVINO model quantized by NNCF on ``batches`` (one image at a time, as NNCF counts them)."""
     nncf = require("nncf", "OpenVINO int8")
     images = [image[None].numpy() for x in batches for image in x]
-    nncf.set_log_level(logging.WARNING)
+    # its logger only: nncf.set_log_level also sets the level of every handler attached to it (pytest's)
+    logging.getLogger("nncf").setLevel(logging.WARNING)
     with contextlib.redirect_stdout(sys.stderr):  # its progress bars: stdout is for the results
         return nncf.quantize(ov_model, nncf.Dataset(images), subset_size=len(images))
