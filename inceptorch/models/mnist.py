@@ -48,7 +48,7 @@ class MnistInception(SequentialNet):
             pool=nn.AdaptiveAvgPool2d(4), flatten=nn.Flatten(),
             fc=nn.Linear(InceptionA.out_channels * 4 * 4, num_classes),
         ))
-        super().__init__(features, classifier, num_classes, in_chans)
+        super().__init__(features, classifier, num_classes, in_chans, num_features=InceptionA.out_channels)
 
 
 @register(paper="Szegedy et al. 2015 (Inception v3's InceptionA), scaled down for MNIST in PyTorch Zero to All")

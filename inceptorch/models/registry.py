@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from .. import hub
 from ..errors import ConfigError
 from ..weights import read_metadata
+from .base import pool_type_of
 from .loading import load_weights
 
 _BUILDERS: dict[str, "ModelEntry"] = {}
@@ -44,7 +45,8 @@ def list_models() -> list[str]:
 
 
 def create_model(name: str, *, num_classes: int | None = None, in_chans: int = 3, aux_logits: bool = False,
-                 weights=None, pretrained: bool | str = False, global_pool: bool = True, **kwargs):
+                 weights=None, pretrained: bool | str = False, global_pool: str | bool | None = None,
+                 features_only: bool = False, out_indices=None, **kwargs):
     """Builds model ``name``; with ``weights`` (a .pth, .pt or .safetensors path) loads them, with
     ``pretrained`` (True for the model's default tag, or a tag such as ``"tf_in1k"``: see
     ``inceptorch weights``) loads published weights from the local cache, downloading them once.
@@ -52,9 +54,12 @@ def create_model(name: str, *, num_classes: int | None = None, in_chans: int = 3
     The checkpoint may be in torchvision's, timm's or inceptorch's own layout. A different
     ``num_classes`` (default: the pretrained weights', else 1000) keeps the backbone and starts
     fresh heads; ``num_classes=0`` leaves the heads out, so that ``forward`` returns the pooled
-    features, and ``global_pool=False`` with it the feature map. A different ``in_chans`` adapts
-    the first convolution. Pretrained models carry their tag's preprocessing
-    (``pretrained_preprocessing``) and class names.
+    features, and ``global_pool=""`` with it the feature map (timm's strings: "avg", "max", ""; True
+    and False stand for "avg" and ""). ``features_only=True`` gives timm's feature extractor:
+    ``forward`` returns the feature maps of the levels ``out_indices`` (default all; see
+    ``model.feature_info``), and a classification checkpoint loads its backbone, the layers and heads
+    the extractor has no use for left out. A different ``in_chans`` adapts the first convolution.
+    Pretrained models carry their tag's preprocessing (``pretrained_preprocessing``) and class names.
     """
     entry = model_entry(name)
     if pretrained is not False and pretrained is not None and weights is not None:
@@ -62,7 +67,7 @@ def create_model(name: str, *, num_classes: int | None = None, in_chans: int = 3
                           "drop --pretrained or --weights")
     tag = hub.find_tag(name, pretrained) if pretrained not in (False, None) else None
     if num_classes is None:
-        num_classes = tag.num_classes if tag else 1000
+        num_classes = 0 if features_only else tag.num_classes if tag else 1000
     if num_classes < 0:
         raise ConfigError(f"num_classes must be at least 1 (or 0: no classifier), got {num_classes}")
     if in_chans < 1:
@@ -70,8 +75,15 @@ def create_model(name: str, *, num_classes: int | None = None, in_chans: int = 3
     if num_classes == 0 and aux_logits:
         raise ConfigError(f"{name} with num_classes=0 has no classifier, so no aux classifiers either: "
                           "leave aux_logits off (--aux-weight 0)")
-    if not global_pool and num_classes != 0:
-        raise ConfigError("global_pool=False returns the feature map instead of classes: pass num_classes=0 too")
+    pool_type = None if global_pool is None else pool_type_of(global_pool)
+    if pool_type == "" and num_classes != 0:
+        raise ConfigError("global_pool='' returns the feature map instead of classes: pass num_classes=0 too")
+    if features_only and (num_classes or aux_logits or pool_type):
+        raise ConfigError(f"features_only=True gives {name}'s feature maps, without classifier or pooling: "
+                          "leave num_classes, aux_logits and global_pool out")
+    if out_indices is not None and not features_only:
+        raise ConfigError("out_indices chooses the feature levels of a features_only model: pass features_only=True "
+                          "too, or call forward_intermediates(x, indices=...)")
     if tag:
         kwargs = {**tag.model_options(in_chans), **kwargs}
     if entry.has_aux:
@@ -85,13 +97,15 @@ def create_model(name: str, *, num_classes: int | None = None, in_chans: int = 3
             raise
         raise ConfigError(f"{name} does not take the option {str(e).split('argument')[-1].strip()}: "
                           "check its spelling, or leave it out") from None
-    if num_classes == 0:
-        model.reset_classifier(0)
-    model.keep_spatial = not global_pool
     model.model_name = name
     model.build_config = {"num_classes": num_classes, "in_chans": in_chans, **kwargs}
-    if not global_pool:
-        model.build_config["global_pool"] = False
+    if features_only:
+        model.make_features_only(out_indices)
+        model.build_config |= {"features_only": True, "out_indices": list(model.out_indices)}
+    elif num_classes == 0 or pool_type is not None:
+        model.reset_classifier(num_classes, pool_type)
+        if pool_type is not None:
+            model.build_config["global_pool"] = pool_type
     known = tag or (hub.tag_of_file(weights) if weights is not None else None)
     if tag:
         weights = hub.weights_file(tag)
