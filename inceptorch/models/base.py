@@ -8,37 +8,17 @@ from torch import nn
 
 from ..errors import ConfigError, InputSizeError
 from .features import FeatureInfo, checkpointed, feature_levels, take_indices
-from .layers import ConvBNAct, ImageNetToUnitRange, scaled_width
+from .layers import (
+    POOL_TYPES,
+    ConvBNAct,
+    ImageNetToUnitRange,
+    fresh_head,
+    global_pool_layer,
+    head_shape,
+    pool_type_of,
+    scaled_width,
+)
 from .meta import layer_output_shapes, min_input_size
-
-
-def _resized_head(layer: nn.Module, num_classes: int) -> nn.Module:
-    """A fresh head layer like ``layer`` with ``num_classes`` outputs (a Linear, or NiN's 1x1 Conv2d);
-    none (the identity) for ``num_classes=0``."""
-    if num_classes == 0:
-        return nn.Identity()
-    if isinstance(layer, nn.Linear):
-        return nn.Linear(layer.in_features, num_classes, bias=layer.bias is not None)
-    if isinstance(layer, nn.Conv2d):
-        return nn.Conv2d(layer.in_channels, num_classes, layer.kernel_size, layer.stride, layer.padding,
-                         bias=layer.bias is not None)
-    raise TypeError(f"cannot resize a head of type {type(layer).__name__}")
-
-
-POOL_TYPES = ("avg", "max", "")
-
-
-def pool_type_of(global_pool) -> str:
-    """timm's ``global_pool`` strings, and the bools ``create_model`` took before (True: "avg", False: "")."""
-    if isinstance(global_pool, bool):
-        return "avg" if global_pool else ""
-    if global_pool not in POOL_TYPES:
-        raise ConfigError(f"global_pool must be 'avg', 'max' or '' (no pooling: the feature map), got {global_pool!r}")
-    return global_pool
-
-
-def _pool_layer(pool_type: str) -> nn.Module:
-    return nn.AdaptiveAvgPool2d(1) if pool_type == "avg" else nn.AdaptiveMaxPool2d(1)
 
 
 class ImageClassifier(nn.Module):
@@ -72,6 +52,7 @@ class ImageClassifier(nn.Module):
         self.out_indices: tuple[int, ...] | None = None  # the levels forward returns, for features_only
         self.pruned: list[str] = []  # layers left out by prune_intermediate_layers: checkpoints may carry them
         self._feature_info = None
+        self._head_shapes: dict[str, dict] = {}  # head path -> head_shape, kept for resizing from 0 classes
         self._min_input_size = None
         self.register_forward_pre_hook(_check_input)
 
@@ -110,9 +91,10 @@ class ImageClassifier(nn.Module):
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """The last feature map, before pooling."""
-        for _, x in self.layer_outputs(x):  # noqa: B007 - the last output is the features
+        features = x
+        for _, features in self.layer_outputs(x):  # the last output is the features
             pass
-        return x
+        return features
 
     def head(self, features: torch.Tensor, pre_logits: bool) -> torch.Tensor:
         """Pool, dropout and classifier (``pre_logits``: what the classifier reads)."""
@@ -135,10 +117,10 @@ class ImageClassifier(nn.Module):
         if not self.has_aux:
             return self(x), []
         _check_input(self, (x,))
-        aux = []
-        for _, x in self.layer_outputs(x, aux):  # noqa: B007
+        aux, features = [], x
+        for _, features in self.layer_outputs(x, aux):
             pass
-        return self.forward_head(x), aux
+        return self.forward_head(features), aux
 
     def forward_intermediates(self, x: torch.Tensor, indices=None, norm: bool = False, stop_early: bool = False,
                               output_fmt: str = "NCHW", intermediates_only: bool = False):
@@ -155,11 +137,11 @@ class ImageClassifier(nn.Module):
         if not present.issuperset(wanted):
             raise ConfigError(f"feature levels {levels} of {self._name()} include pruned layers: ask for levels "
                               "up to the last one it was pruned to")
-        intermediates = []
-        for name, x in self.layer_outputs(x, last=wanted[-1] if stop_early or intermediates_only else None):
+        intermediates, features = [], x
+        for name, features in self.layer_outputs(x, last=wanted[-1] if stop_early or intermediates_only else None):
             if name in wanted:
-                intermediates.append(x)
-        return intermediates if intermediates_only else (x, intermediates)
+                intermediates.append(features)
+        return intermediates if intermediates_only else (features, intermediates)
 
     @property
     def feature_info(self) -> FeatureInfo:
@@ -222,16 +204,16 @@ class ImageClassifier(nn.Module):
         if final_endpoint is not None and final_endpoint not in names:
             raise ConfigError(f"unknown endpoint '{final_endpoint}' of {self._name()}: choose one of {', '.join(names)}")
         _check_input(self, (x,))
-        out, aux = {}, []
-        for name, x in self.layer_outputs(x, aux):
-            out[name] = x
+        out, aux, features = {}, [], x
+        for name, features in self.layer_outputs(x, aux):
+            out[name] = features
             if aux:
                 out[self.aux_taps[name]] = aux.pop()
             if final_endpoint in out:
                 return {k: v for k, v in out.items() if names.index(k) <= names.index(final_endpoint)}
-        out["global_pool"] = self.forward_head(x, pre_logits=True)
+        out["global_pool"] = self.forward_head(features, pre_logits=True)
         if final_endpoint != "global_pool":
-            out["logits"] = self.forward_head(x)
+            out["logits"] = self.forward_head(features)
         return out
 
     # --- heads ---------------------------------------------------------------------------------------
@@ -267,12 +249,14 @@ class ImageClassifier(nn.Module):
         if not pool_type and num_classes:
             raise ConfigError("global_pool='' returns the feature map instead of classes: pass num_classes=0 too")
         if pool_type and pool_type != self.pool_type and self.pool_layer is not None:
-            setattr(self, self.pool_layer, _pool_layer(pool_type))
+            setattr(self, self.pool_layer, global_pool_layer(pool_type))
         self.pool_type = pool_type
         for path in self.present_head_layers():  # aux heads that are off are None: nothing to resize
             parent_path, _, name = path.rpartition(".")
             parent = self.get_submodule(parent_path) if parent_path else self
-            setattr(parent, name, _resized_head(getattr(parent, name), num_classes))
+            if path not in self._head_shapes:  # the shape of the head the model was built with
+                self._head_shapes[path] = head_shape(getattr(parent, name))
+            setattr(parent, name, fresh_head(self._head_shapes[path], num_classes))
         self.num_classes = num_classes
 
     def present_head_layers(self) -> list[str]:

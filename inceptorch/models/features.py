@@ -78,17 +78,18 @@ def take_indices(count: int, indices: int | Sequence[int] | None) -> list[int]:
 
 @contextlib.contextmanager
 def _running_stats_kept(layer: nn.Module):
-    """Batch norm layers of ``layer`` normalize with the batch's statistics without updating their
-    running ones: what the recomputation of a checkpointed layer runs under."""
-    training = [m for m in layer.modules()
-                if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.training and m.track_running_stats]
-    for module in training:
-        module.track_running_stats = False
+    """Batch norm layers of ``layer`` in training update copies of their running statistics, thrown
+    away afterwards: what the recomputation of a checkpointed layer runs under. (Switching the
+    updates off instead would change which tensors batch norm saves, which checkpoint refuses.)"""
+    kept = [(m, m.running_mean, m.running_var, m.num_batches_tracked) for m in layer.modules()
+            if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.training and m.track_running_stats]
+    for module, mean, var, count in kept:
+        module.running_mean, module.running_var, module.num_batches_tracked = mean.clone(), var.clone(), count.clone()
     try:
         yield
     finally:
-        for module in training:
-            module.track_running_stats = True
+        for module, mean, var, count in kept:
+            module.running_mean, module.running_var, module.num_batches_tracked = mean, var, count
 
 
 def checkpointed(layer: nn.Module, x: torch.Tensor) -> torch.Tensor:
@@ -96,9 +97,10 @@ def checkpointed(layer: nn.Module, x: torch.Tensor) -> torch.Tensor:
 
     In training, batch norm would update its running mean and variance in both runs. The forward
     run updates them; the recomputation runs under ``_running_stats_kept`` (checkpoint's
-    ``context_fn``), where batch norm still normalizes with the batch's own statistics, so the
-    outputs and gradients are the same, but leaves the running ones and ``num_batches_tracked`` as
-    they are. Dropout draws the same masks in both runs (checkpoint restores the RNG state).
+    ``context_fn``): batch norm normalizes with the batch's own statistics as before, so outputs and
+    gradients are the same, but its updates of the running ones and of ``num_batches_tracked`` go
+    to copies that are thrown away. Dropout draws the same masks in both runs (checkpoint restores
+    the RNG state).
     """
     return checkpoint(layer, x, use_reentrant=False,
                       context_fn=lambda: (contextlib.nullcontext(), _running_stats_kept(layer)))

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from .. import hub
 from ..errors import ConfigError
 from ..weights import read_metadata
-from .base import pool_type_of
+from .layers import pool_type_of
 from .loading import load_weights
 
 _BUILDERS: dict[str, "ModelEntry"] = {}
@@ -72,15 +72,15 @@ def create_model(name: str, *, num_classes: int | None = None, in_chans: int = 3
         raise ConfigError(f"num_classes must be at least 1 (or 0: no classifier), got {num_classes}")
     if in_chans < 1:
         raise ConfigError(f"in_chans must be at least 1, got {in_chans}")
-    if num_classes == 0 and aux_logits:
-        raise ConfigError(f"{name} with num_classes=0 has no classifier, so no aux classifiers either: "
-                          "leave aux_logits off (--aux-weight 0)")
     pool_type = None if global_pool is None else pool_type_of(global_pool)
-    if pool_type == "" and num_classes != 0:
-        raise ConfigError("global_pool='' returns the feature map instead of classes: pass num_classes=0 too")
     if features_only and (num_classes or aux_logits or pool_type):
         raise ConfigError(f"features_only=True gives {name}'s feature maps, without classifier or pooling: "
                           "leave num_classes, aux_logits and global_pool out")
+    if num_classes == 0 and aux_logits:
+        raise ConfigError(f"{name} with num_classes=0 has no classifier, so no aux classifiers either: "
+                          "leave aux_logits off (--aux-weight 0)")
+    if pool_type == "" and num_classes != 0:
+        raise ConfigError("global_pool='' returns the feature map instead of classes: pass num_classes=0 too")
     if out_indices is not None and not features_only:
         raise ConfigError("out_indices chooses the feature levels of a features_only model: pass features_only=True "
                           "too, or call forward_intermediates(x, indices=...)")
