@@ -90,7 +90,10 @@ class ImageClassifier(nn.Module):
     # --- timm's forward methods --------------------------------------------------------------------
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        """The last feature map, before pooling."""
+        """The last feature map, before pooling. A ``features`` Sequential runs as one module where
+        nothing is checkpointed, so that hooks on it (``summary``'s rows) see the call."""
+        if isinstance(getattr(self, "features", None), nn.Sequential) and not self.grad_checkpointing:
+            return self.features(x)
         features = x
         for _, features in self.layer_outputs(x):  # the last output is the features
             pass

@@ -38,9 +38,11 @@ class SequentialNet(ImageClassifier):
         self.head_hidden_size = head.in_features if isinstance(head, nn.Linear) else head.in_channels
 
     def head(self, features, pre_logits):
+        if not pre_logits:
+            return self.classifier(features)
         x = features
         for name, layer in self.classifier.named_children():
-            if not (pre_logits and f"classifier.{name}" in self.head_layers):
+            if f"classifier.{name}" not in self.head_layers:
                 x = layer(x)
         return x
 
