@@ -329,26 +329,31 @@ def train(config: TrainConfig | dict | None = None, **options) -> TrainResult:
     return TrainResult(run.dir if run else None, history[-1], best["val_acc"], best["epoch"], history)
 
 
-def evaluate(weights=None, data: str | None = None, *, split: str = "val", data_root: str | None = None,
+def evaluate(model=None, data: str | None = None, *, split: str = "val", data_root: str | None = None,
              val_split: float | None = None, batch_size: int = 256, device: str = "auto", workers: int = 2,
-             strict: bool = False, test_flip: bool = False, model: str | None = None,
-             pretrained: bool | str = False, runner=None) -> EvalResult:
-    """Scores a checkpoint on a split of a data set (by default the one it was trained on and validated
-    with): accuracy, per-class precision and recall, confusion matrix. ``model`` with ``pretrained``
-    scores published weights instead, on data whose classes are theirs.
+             strict: bool = False, test_flip: bool = False, pretrained: bool | str = False,
+             runner=None) -> EvalResult:
+    """Scores a model on a split of a data set: accuracy, per-class precision and recall, confusion
+    matrix. ``model`` is an ``nn.Module`` (scored on ``data``, then left in the mode it was in), a
+    checkpoint (by default on the data set it was trained on and validated with), or with
+    ``pretrained`` a model name whose published weights are scored, on data whose classes are theirs.
 
     ``runner``: what computes the logits instead of the eager model, for instance
-    ``optimize_for_inference`` of it on another backend or precision (the checkpoint still gives the
+    ``optimize_for_inference`` of it on another backend or precision (the model still gives the
     classes, preprocessing and data)."""
     if split not in ("val", "test"):
         raise ConfigError(f"--split must be val or test, got '{split}'")
-    if (weights is None) == (not pretrained) or (pretrained and model is None):
-        raise ConfigError("evaluate needs --weights CKPT, or --model NAME --pretrained [TAG]")
-    if pretrained:
+    if model is None or (pretrained and not isinstance(model, str)):
+        raise ConfigError("evaluate needs a model: --weights CKPT, or --model NAME --pretrained [TAG] (in Python, "
+                          "also an nn.Module)")
+    if isinstance(model, nn.Module):
+        name = getattr(model, "model_name", type(model).__name__)
+        net, meta, scored_what = model, {"model": name}, name
+    elif pretrained:
         net = create_model(model, pretrained=pretrained)
         meta, scored_what = {"model": net.model_name}, f"{net.model_name}.{net.pretrained_cfg['tag']}"
     else:
-        net, meta, scored_what = load_model(weights), read_metadata(weights), weights
+        net, meta, scored_what = load_model(model), read_metadata(model), model
     spec = meta.get("data", {})
     data = data or spec.get("data")
     if data is None:
@@ -366,15 +371,20 @@ def evaluate(weights=None, data: str | None = None, *, split: str = "val", data_
     if split not in source.splits:
         raise DataError(f"{scored_what} was trained on every image of {data} (--val-split 0), so none is held "
                         "out to score it on: evaluate it on other images (--data) or a test split (--split test)")
-    classes = net.class_names or source.classes
-    if len(source.classes) != len(classes) or (net.class_names and source.classes != classes):
+    named = getattr(net, "class_names", None)
+    classes = named or source.classes
+    if len(source.classes) != len(classes) or (named and source.classes != classes):
         raise DataError(f"{scored_what} was trained on the classes {_some(classes)}, but {data} has "
                         f"{_some(source.classes)}: evaluate on data with the same classes (or fine-tune first)")
     prep = Preprocessing.of(net)  # the checkpoint's, or the tag's
     device = pick_device(device)
     batches = datasets.loaders(source, prep, config, device=device)[split]
     net.to(device, memory_format=SCORING_FORMAT)
-    scored = evaluate_batches(net if runner is None else runner, batches, len(classes), device, flip=test_flip)
+    training = net.training
+    try:
+        scored = evaluate_batches(net if runner is None else runner, batches, len(classes), device, flip=test_flip)
+    finally:
+        net.train(training)
     report = classification_report(scored["confusion"], classes)
     return EvalResult(report["accuracy"], scored["loss"], scored["count"], list(classes), report["classes"],
                       report["confusion"])

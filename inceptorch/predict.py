@@ -7,6 +7,7 @@ the camera's EXIF orientation applied, before the checkpoint's preprocessing.
 """
 
 from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -100,35 +101,34 @@ def predict(model, images: Iterable, *, topk: int = 5, preprocessing: Preprocess
 
     Order follows ``images`` (folders expanded, sorted); files that cannot be decoded get a
     ``Prediction`` with ``error`` set instead of raising. ``preprocessing`` defaults to the model's own
-    (``create_transform(model)``, from its ``pretrained_cfg``).
+    (``create_transform(model)``, from its ``pretrained_cfg``). The model runs in eval mode
+    and is left in the mode it was in.
     """
     if topk < 1 or batch_size < 1:
         raise ConfigError(f"topk and batch size must be at least 1, got {topk} and {batch_size}")
     items = _items(images)
-    model.eval()
     names = class_names_of(model)
     k = min(topk, len(names))
     device = _model_device(model)
     results: dict[str, Prediction] = {}
     failures: list[Prediction] = []
-    for sources, batch in _batches(model, items, preprocessing, batch_size, failures):
-        probabilities = model(batch.to(device)).float().softmax(dim=1)
-        top = probabilities.topk(k, dim=1)
-        for source, values, indices in zip(sources, top.values.tolist(), top.indices.tolist()):
-            results[source] = Prediction(source, [names[i] for i in indices], values)
+    with _in_eval_mode(model):
+        for sources, batch in _batches(model, items, preprocessing, batch_size, failures):
+            probabilities = model(batch.to(device)).float().softmax(dim=1)
+            top = probabilities.topk(k, dim=1)
+            for source, values, indices in zip(sources, top.values.tolist(), top.indices.tolist()):
+                results[source] = Prediction(source, [names[i] for i in indices], values)
     results.update((f.source, f) for f in failures)
     return [results[_name(item, i)] for i, item in enumerate(items)]
 
 
 def pooled_features(model, batch: torch.Tensor) -> torch.Tensor:
-    """Global-average-pooled ``forward_features``: one (N, C) vector per image; a model made from
-    ``PooledFeatures`` (optimized or run by an engine) gives them itself."""
+    """What the classifier reads, timm's pre-logits (``forward_head(..., pre_logits=True)``): one (N, C)
+    vector per image, average-pooled if the model keeps the map (``global_pool=""``); a model made
+    from ``PooledFeatures`` (optimized or run by an engine) gives them itself."""
     if getattr(model, "returns_features", False):
         return model(batch)
-    return _pooled(model.forward_features(batch))
-
-
-def _pooled(features: torch.Tensor) -> torch.Tensor:
+    features = model.forward_head(model.forward_features(batch), pre_logits=True)
     return features if features.dim() == 2 else F.adaptive_avg_pool2d(features, 1).flatten(1)
 
 
@@ -145,25 +145,36 @@ class PooledFeatures(torch.nn.Module):
                 setattr(self, name, getattr(model, name))
 
     def forward(self, x):
-        return _pooled(self.model.forward_features(x))
+        return pooled_features(self.model, x)
+
+
+@contextmanager
+def _in_eval_mode(model):
+    """Eval mode for the duration, then the mode the caller's model was in."""
+    training = getattr(model, "training", False)
+    model.eval()
+    try:
+        yield
+    finally:
+        model.train(training)
 
 
 @torch.inference_mode()
 def extract_features(model, images, *, preprocessing: Preprocessing | None = None, batch_size: int = 16,
                      skipped: list[Prediction] | None = None) -> torch.Tensor:
-    """Feature vectors (N, C) of ``images``: a batch tensor already preprocessed, or file paths,
-    folders and PIL images (preprocessed as in ``predict``).
+    """Feature vectors (N, C) of ``images`` (``pooled_features``): a batch tensor already
+    preprocessed, or file paths, folders and PIL images (preprocessed as in ``predict``). The model
+    runs in eval mode and is left in the mode it was in.
 
     An undecodable file raises ``DataError``, unless a list is passed as ``skipped``: then it is
     appended there and left out of the result (whose rows follow the remaining files in order).
     """
-    model.eval()
     device = _model_device(model)
-    if isinstance(images, torch.Tensor):
-        return torch.cat([pooled_features(model, chunk.to(device)).cpu() for chunk in images.split(batch_size)])
-    items = _items(images)
-    rows = [pooled_features(model, batch.to(device)).cpu()
-            for _, batch in _batches(model, items, preprocessing, batch_size, skipped)]
+    with _in_eval_mode(model):
+        if isinstance(images, torch.Tensor):
+            return torch.cat([pooled_features(model, chunk.to(device)).cpu() for chunk in images.split(batch_size)])
+        rows = [pooled_features(model, batch.to(device)).cpu()
+                for _, batch in _batches(model, _items(images), preprocessing, batch_size, skipped)]
     if not rows:
         raise DataError("no image could be read: check the paths and files given")
     return torch.cat(rows)

@@ -202,8 +202,9 @@ def test_paper_layers_are_the_papers(paper):
 def test_stages_at_96_grey_are_d2ls(name):
     model = create_model(name, num_classes=10, in_chans=1).eval()
     with torch.no_grad():
-        outputs = model.stage_outputs(torch.randn(1, 1, 96, 96))
-        pooled = torch.flatten(model.avgpool(outputs["inception5"]), 1)
+        points = model.endpoints(torch.randn(1, 1, 96, 96))
+    outputs = {stage: points[names[-1]] for stage, names in model.stages.items()}
+    pooled = points["global_pool"]
     assert [tuple(o.shape) for o in list(outputs.values())[:4]] == [
         (1, 64, 24, 24), (1, 192, 12, 12), (1, 480, 6, 6), (1, 832, 3, 3)]
     assert pooled.shape == (1, 1024)
@@ -229,8 +230,9 @@ def test_small_keeps_full_resolution_then_pools_twice(in_chans, size):
     x = torch.randn(1, in_chans, size, size)
     assert output_shapes(model, x, ["conv1"])["conv1"][1:] == (size, size)
     with torch.no_grad():
-        outputs = model.stage_outputs(x)
+        points = model.endpoints(x)
         assert model(x).shape == (1, 10)
+    outputs = {stage: points[names[-1]] for stage, names in model.stages.items()}
     assert [o.shape[-1] for o in outputs.values()] == [size // 2, size // 2, size // 4, size // 4]
 
 

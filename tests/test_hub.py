@@ -342,18 +342,21 @@ def test_other_num_classes_and_grey_input_keep_the_pretrained_backbone():
     assert not model.transform_input and resolve_data_config(model)["mean"] == (0.5,)
 
 
-def test_num_classes_zero_gives_pooled_features_and_global_pool_false_the_map():
+def test_num_classes_zero_gives_pooled_features_and_global_pool_empty_the_map():
     model = create_model("googlenet", num_classes=0).eval()
     x = torch.randn(1, 3, 224, 224)
     with torch.no_grad():
         features = model(x)
         torch.testing.assert_close(features, model.forward_features(x).mean(dim=(2, 3)))
-        model.keep_spatial = True  # what create_model(..., global_pool=False) sets
-        assert model(x).shape == (1, 1024, 7, 7)
+        assert create_model("googlenet", num_classes=0, global_pool="").eval()(x).shape == (1, 1024, 7, 7)
+        assert create_model("googlenet", num_classes=0, global_pool=False).eval()(x).shape == (1, 1024, 7, 7)
+        model.reset_classifier(0, "max")
+        torch.testing.assert_close(model(x), model.forward_features(x).amax(dim=(2, 3)))
     assert features.shape == (1, 1024) and not any(k.startswith("fc.") for k in model.state_dict())
-    assert create_model("googlenet", num_classes=0, global_pool=False).keep_spatial
     with pytest.raises(ConfigError, match="num_classes=0"):
-        create_model("googlenet", global_pool=False)
+        create_model("googlenet", global_pool="")
+    with pytest.raises(ConfigError, match="global_pool must be 'avg', 'max' or ''"):
+        create_model("googlenet", num_classes=0, global_pool="mean")
 
 
 def test_endpoints_name_every_layer_in_order_and_final_endpoint_stops_there():

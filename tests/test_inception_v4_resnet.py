@@ -45,8 +45,8 @@ def test_inception_resnet_v1_has_the_papers_shapes():
     """Figure 15 with the stem of Figure 14, Reduction-A of Figure 7 (k, l, m, n = 192, 192, 256, 384
     in Table 1) and Reduction-B of Figure 12, at 299x299."""
     model = create_model("inception_resnet_v1").to("meta").eval()
-    shapes = {stage: tuple(out.shape[1:]) for stage, out in
-              model.stage_outputs(torch.empty(1, 3, 299, 299, device="meta")).items()}
+    points = model.endpoints(torch.empty(1, 3, 299, 299, device="meta"))
+    shapes = {stage: tuple(points[names[-1]].shape[1:]) for stage, names in model.stages.items()}
     assert shapes == {"stem": (256, 35, 35), "inception_resnet_a": (256, 35, 35),
                       "reduction_a": (896, 17, 17), "inception_resnet_b": (896, 17, 17),
                       "reduction_b": (1792, 8, 8), "inception_resnet_c": (1792, 8, 8)}

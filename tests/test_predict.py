@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from torch import nn
 
 import inceptorch
 from inceptorch.cli import main
@@ -95,18 +96,31 @@ def test_unreadable_files_are_named_and_the_rest_still_predicted(model, image_di
         read_image(image_dir / "notes.jpg")
 
 
-def test_extract_features_is_the_pooled_last_feature_map(model, image_dir):
+def test_extract_features_are_what_the_classifier_reads(model, image_dir):
     files = [image_dir / "rgb.png", image_dir / "photo.jpg", image_dir / "grey.png"]
     features = extract_features(model, files, preprocessing=IDENTITY, batch_size=2)
     batch = torch.stack([IDENTITY.transform()(read_image(f)) for f in files])
     with torch.no_grad():
-        expected = model.forward_features(batch).mean(dim=(2, 3))
-    assert features.shape == (3, 88)  # InceptionA's 88 channels
+        expected = torch.flatten(nn.functional.adaptive_avg_pool2d(model.forward_features(batch), 4), 1)
+    assert features.shape == (3, 88 * 4 * 4)  # InceptionA's 88 channels pooled to 4x4: the FC's input
     assert torch.allclose(features, expected, atol=1e-5)
     assert torch.allclose(extract_features(model, batch), expected, atol=1e-5)
     skipped = []
     features = extract_features(model, [image_dir / "notes.jpg", *files], preprocessing=IDENTITY, skipped=skipped)
-    assert features.shape == (3, 88) and [s.source for s in skipped] == [str(image_dir / "notes.jpg")]
+    assert features.shape == (3, 88 * 4 * 4) and [s.source for s in skipped] == [str(image_dir / "notes.jpg")]
+
+
+def test_predict_and_extract_features_leave_the_model_in_train_mode(model, image_dir):
+    model.train()
+    try:
+        predict(model, [image_dir / "rgb.png"], preprocessing=IDENTITY)
+        assert model.training
+        extract_features(model, [image_dir / "rgb.png"], preprocessing=IDENTITY)
+        assert model.training
+    finally:
+        model.eval()
+    predict(model, [image_dir / "rgb.png"], preprocessing=IDENTITY)
+    assert not model.training
 
 
 def _checkpoint(model, tmp_path):
@@ -141,12 +155,12 @@ def test_embed_command_writes_one_row_per_readable_file(model, image_dir, tmp_pa
     weights = _checkpoint(model, tmp_path)
     assert main(["embed", "--weights", str(weights), str(image_dir), "--out", str(tmp_path / "f.csv")]) == 0
     lines = (tmp_path / "f.csv").read_text().splitlines()
-    assert lines[0].split(",")[:2] == ["file", "f0"] and len(lines[0].split(",")) == 89
+    assert lines[0].split(",")[:2] == ["file", "f0"] and len(lines[0].split(",")) == 1 + 88 * 4 * 4
     assert len(lines) == 1 + 6  # six readable images
     assert main(["embed", "--weights", str(weights), str(image_dir), "--out", str(tmp_path / "f.npy")]) == 0
     features = np.load(tmp_path / "f.npy")
     files = (tmp_path / "f.files.txt").read_text().splitlines()
-    assert features.shape == (6, 88) and len(files) == 6
+    assert features.shape == (6, 88 * 4 * 4) and len(files) == 6
     csv_row = np.array([float(v) for v in lines[1].split(",")[1:]])
     assert lines[1].split(",")[0] == files[0] and np.allclose(csv_row, features[0], rtol=1e-5, atol=1e-6)
 

@@ -68,6 +68,18 @@ def test_evaluate_reproduces_the_validation_accuracy(trained, capsys):
     assert f"accuracy {last_epoch['val_acc']:.4f}" in out and "precision" in out and "confusion" in out
 
 
+def test_evaluate_on_the_module_equals_evaluate_on_its_checkpoint_and_keeps_its_mode(trained, bars):
+    weights = trained / "last.safetensors"
+    from_file = inceptorch.evaluate(weights)
+    model = inceptorch.load_model(weights).train()
+    on_module = inceptorch.evaluate(model, str(bars))
+    assert model.training
+    assert on_module.num_images == from_file.num_images == 32
+    assert on_module.confusion == from_file.confusion and on_module.loss == pytest.approx(from_file.loss)
+    with pytest.raises(inceptorch.errors.ConfigError, match="evaluate needs a model"):
+        inceptorch.evaluate(None, str(bars))
+
+
 def test_evaluate_through_another_backend_scores_the_same(trained, capsys):
     """The CLI builds the engine's model and hands it to evaluate; fp32 engines give the same predictions."""
     weights = trained / "last.safetensors"

@@ -93,6 +93,9 @@ def _run_evaluate(args) -> int:
                               "out --pretrained, --engine, --precision and --calibration")
         result = evaluate_ensemble(weights, device=args.device, **scoring)
     else:
+        if args.pretrained and args.weights:
+            raise ConfigError("evaluate scores either a checkpoint (--weights) or published weights (--model NAME "
+                              "--pretrained): pass one of them")
         runner, device = None, args.device
         if engine_choice(args):
             net, preprocessing = load_for_inference(weights[0], args.model, pretrained=args.pretrained)
@@ -104,7 +107,7 @@ def _run_evaluate(args) -> int:
                                       preprocessing.crop)
                 runner = optimize_for_inference(net, example, **engine_choice(args))
             device = "cpu"
-        result = evaluate(weights[0], device=device, model=args.model, pretrained=args.pretrained,
+        result = evaluate(args.model if args.pretrained else weights[0], device=device, pretrained=args.pretrained,
                           runner=runner, **scoring)
     if args.format == "json":
         print(json.dumps(vars(result), indent=1))

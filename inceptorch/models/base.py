@@ -4,43 +4,44 @@ import sys
 from typing import ClassVar
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from ..errors import ConfigError, InputSizeError
 from .cfgs import plain_cfg
-from .layers import ConvBNAct, scaled_width
-from .meta import min_input_size
-
-
-def _resized_head(layer: nn.Module, num_classes: int) -> nn.Module:
-    """A fresh head layer like ``layer`` with ``num_classes`` outputs (a Linear, or NiN's 1x1 Conv2d);
-    none (the identity) for ``num_classes=0``."""
-    if num_classes == 0:
-        return nn.Identity()
-    if isinstance(layer, nn.Linear):
-        return nn.Linear(layer.in_features, num_classes, bias=layer.bias is not None)
-    if isinstance(layer, nn.Conv2d):
-        return nn.Conv2d(layer.in_channels, num_classes, layer.kernel_size, layer.stride, layer.padding,
-                         bias=layer.bias is not None)
-    raise TypeError(f"cannot resize a head of type {type(layer).__name__}")
+from .features import FeatureInfo, checkpointed, feature_levels, take_indices
+from .layers import (
+    POOL_TYPES,
+    ConvBNAct,
+    ImageNetToUnitRange,
+    fresh_head,
+    global_pool_layer,
+    head_shape,
+    pool_type_of,
+    scaled_width,
+)
+from .meta import layer_output_shapes, min_input_size
 
 
 class ImageClassifier(nn.Module):
-    """Base class of every model.
+    """Base class of every model, with timm's model contract.
 
-    Subclasses build their layers, implement ``forward_features`` and ``forward_head`` and list their
-    classifier layers in ``head_layers`` (dotted paths; aux heads that are switched off are ``None``).
-    Models with auxiliary classifiers override ``forward_with_aux``. ``num_classes=0`` (heads
-    replaced by the identity) makes ``forward`` return the pooled features, as timm's models do, and
-    ``keep_spatial`` makes it return the feature map itself.
+    Subclasses build their layers, list those ``forward_features`` runs in order in
+    ``feature_layers`` (by default the children of a ``features`` Sequential), implement ``head``
+    (pool, dropout, classifier) and list their classifier layers in ``head_layers`` (dotted paths;
+    aux heads that are switched off are ``None``). Every pass over the layers (``forward_features``,
+    ``forward_with_aux``, ``forward_intermediates``, ``endpoints``, a ``features_only`` model's
+    ``forward``) is one walk, ``layer_outputs``, which is also where gradient checkpointing acts.
+    ``num_classes=0`` (heads replaced by the identity) makes ``forward`` return the pooled features,
+    and ``global_pool=""`` with it the feature map, as timm's models do.
     """
 
     default_input_size = 224
     head_layers: tuple[str, ...] = ("fc",)
     aux_heads: tuple[str, ...] = ()  # module names of the auxiliary classifiers
     aux_taps: ClassVar[dict[str, str]] = {}  # layer -> the auxiliary head that reads its output
-    keep_spatial = False  # forward returns forward_features' map (create_model(global_pool=False))
+    feature_taps: tuple[str, ...] = ()  # the feature levels' layers where a family differs from the rule
+    pool_layer: str | None = "avgpool"  # the global pool that reset_classifier swaps; None: the head's own
+    pool_types = POOL_TYPES  # the global_pool values the head takes
 
     def __init__(self, num_classes: int = 1000, in_chans: int = 3):
         super().__init__()
@@ -48,40 +49,146 @@ class ImageClassifier(nn.Module):
         self.in_chans = in_chans
         # What its weights expect (models/cfgs.py): create_model sets the registry's, or its checkpoint's.
         self.pretrained_cfg = plain_cfg({"input_size": self.default_input_size})
+        self.pool_type = "avg"
+        self.grad_checkpointing = False
+        self.out_indices: tuple[int, ...] | None = None  # the levels forward returns, for features_only
+        self.pruned: list[str] = []  # layers left out by prune_intermediate_layers: checkpoints may carry them
+        self._feature_info = None
+        self._head_shapes: dict[str, dict] = {}  # head path -> head_shape, kept for resizing from 0 classes
         self._min_input_size = None
         self.register_forward_pre_hook(_check_input)
 
-    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        raise NotImplementedError
-
-    def forward_head(self, features: torch.Tensor) -> torch.Tensor:
-        raise NotImplementedError
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Logits, in train and eval mode alike (features for ``num_classes=0``)."""
-        features = self.forward_features(x)
-        return features if self.keep_spatial else self.forward_head(features)
-
-    def forward_with_aux(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
-        """Logits and the auxiliary logits (none for models without aux heads): the trainer's door to them."""
-        return self(x), []
-
-    def train(self, mode: bool = True):
-        """Sets training mode, except for normalization layers frozen by ``inceptorch.freeze``.
-
-        Those keep eval mode, so their running statistics stay those of the checkpoint whatever
-        the trainer calls; the flag lives on the layer and survives copies and pickling.
-        """
-        super().train(mode)
-        for module in self.modules():
-            if getattr(module, "keep_eval", False):
-                module.eval()
-        return self
+    # --- the walk over the layers ------------------------------------------------------------------
 
     def feature_layers(self) -> list[tuple[str, nn.Module]]:
         """The named layers ``forward_features`` runs, in order: those of a ``features`` Sequential."""
         features = getattr(self, "features", None)
         return [(f"features.{n}", m) for n, m in features.named_children()] if isinstance(features, nn.Sequential) else []
+
+    def layer_outputs(self, x: torch.Tensor, aux: list | None = None, last: str | None = None):
+        """Runs ``feature_layers`` in order, yielding each one's name and output, up to ``last``; with
+        a list ``aux``, the auxiliary heads that are on run too and append their logits to it."""
+        for name, layer in self.feature_layers():
+            x = self._run(layer, x)
+            head = getattr(self, self.aux_taps.get(name, ""), None) if aux is not None else None
+            if head is not None:
+                aux.append(head(x))
+            yield name, x
+            if name == last:
+                return
+
+    def _run(self, layer: nn.Module, x: torch.Tensor) -> torch.Tensor:
+        if not (self.grad_checkpointing and torch.is_grad_enabled()):
+            return layer(x)
+        for block in layer if isinstance(layer, nn.Sequential) else [layer]:  # a stage of blocks: one by one
+            x = checkpointed(block, x)
+        return x
+
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        """Keeps only each layer's input (each block's, in a stage of blocks) for the backward pass,
+        which recomputes the rest: less memory, one more forward pass; see ``features.checkpointed``."""
+        self.grad_checkpointing = enable
+
+    # --- timm's forward methods --------------------------------------------------------------------
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        """The last feature map, before pooling. A ``features`` Sequential runs as one module where
+        nothing is checkpointed, so that hooks on it (``summary``'s rows) see the call."""
+        if isinstance(getattr(self, "features", None), nn.Sequential) and not self.grad_checkpointing:
+            return self.features(x)
+        features = x
+        for _, features in self.layer_outputs(x):  # the last output is the features
+            pass
+        return features
+
+    def head(self, features: torch.Tensor, pre_logits: bool) -> torch.Tensor:
+        """Pool, dropout and classifier (``pre_logits``: what the classifier reads)."""
+        raise NotImplementedError
+
+    def forward_head(self, features: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        """Logits from ``forward_features``' map, or (``pre_logits``) the pooled features the classifier
+        reads; the map itself with ``global_pool=""``."""
+        return self.head(features, pre_logits) if self.pool_type else features
+
+    def forward(self, x: torch.Tensor):
+        """Logits, in train and eval mode alike (features for ``num_classes=0``); the list of feature
+        maps for a ``features_only`` model."""
+        if self.out_indices is not None:
+            return self.forward_intermediates(x, self.out_indices, intermediates_only=True)
+        return self.forward_head(self.forward_features(x))
+
+    def forward_with_aux(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """Logits and the auxiliary logits (none for models without aux heads): the trainer's door to them."""
+        if not self.has_aux:
+            return self(x), []
+        _check_input(self, (x,))
+        aux, features = [], x
+        for _, features in self.layer_outputs(x, aux):
+            pass
+        return self.forward_head(features), aux
+
+    def forward_intermediates(self, x: torch.Tensor, indices=None, norm: bool = False, stop_early: bool = False,
+                              output_fmt: str = "NCHW", intermediates_only: bool = False):
+        """timm's: the feature maps of the levels ``indices`` (all for None, the last n for an int n,
+        else those listed) in the order the layers run, after the final features unless
+        ``intermediates_only``; ``stop_early`` (implied by ``intermediates_only``) runs no layer past
+        the last level asked for. ``norm`` has nothing to apply: no Inception ends in a norm layer."""
+        if output_fmt != "NCHW":
+            raise ConfigError(f"output_fmt must be 'NCHW' for {self._name()}, got {output_fmt!r}")
+        info = self.feature_info
+        levels = take_indices(len(info), indices)
+        wanted = [info[i]["module"] for i in levels]
+        present = {name for name, _ in self.feature_layers()}
+        if not present.issuperset(wanted):
+            raise ConfigError(f"feature levels {levels} of {self._name()} include pruned layers: ask for levels "
+                              "up to the last one it was pruned to")
+        intermediates, features = [], x
+        for name, features in self.layer_outputs(x, last=wanted[-1] if stop_early or intermediates_only else None):
+            if name in wanted:
+                intermediates.append(features)
+        return intermediates if intermediates_only else (features, intermediates)
+
+    @property
+    def feature_info(self) -> FeatureInfo:
+        """timm's feature levels: channels, reduction and layer of each; found once per architecture
+        by a pass on the meta device (shapes only) at ``default_input_size``."""
+        if self._feature_info is None:
+            key = (type(self), repr(self))
+            if key not in _FEATURE_INFO_CACHE:
+                outputs = [(name, shape) for (name, shape), (_, layer) in
+                           zip(layer_output_shapes(self, self.default_input_size), self.feature_layers())
+                           if not isinstance(layer, ImageNetToUnitRange)]  # a rescaling, not a feature
+                _FEATURE_INFO_CACHE[key] = feature_levels(outputs, self.default_input_size, self.feature_taps)
+            self._feature_info = FeatureInfo(_FEATURE_INFO_CACHE[key], self.out_indices)
+        return self._feature_info
+
+    def prune_intermediate_layers(self, indices=1, prune_norm: bool = False, prune_head: bool = True) -> list[int]:
+        """timm's: drops the layers after the last feature level of ``indices`` and (``prune_head``)
+        the heads, aux heads and embedding layers, leaving ``forward`` the map
+        (``reset_classifier(0, "")``). Returns the levels kept; ``prune_norm`` has no norm to drop."""
+        info = self.feature_info  # known before any layer goes
+        levels = take_indices(len(info), indices)
+        names = [name for name, _ in self.feature_layers()]
+        for name in names[names.index(info[levels[-1]]["module"]) + 1:]:
+            parent, _, child = name.rpartition(".")
+            delattr(self.get_submodule(parent) if parent else self, child)
+            self.pruned.append(name)
+        if prune_head:
+            self.reset_classifier(0, "")
+            roots = {name.split(".")[0] for name, _ in self.feature_layers()}
+            for name, child in list(self.named_children()):
+                if name not in roots and any(True for _ in child.state_dict()):
+                    setattr(self, name, None)
+                    self.pruned.append(name)
+        return levels
+
+    def make_features_only(self, out_indices=None) -> None:
+        """Turns the model into timm's ``features_only`` one: ``forward`` returns the maps of the
+        levels ``out_indices`` (all by default), with nothing run or kept past the last one."""
+        self.out_indices = tuple(self.prune_intermediate_layers(out_indices))
+        self.feature_info.out_indices = self.out_indices
+
+    # --- TF-slim's end points: a view over the same walk -------------------------------------------
 
     def endpoint_names(self) -> list[str]:
         """What ``endpoints`` returns, in order."""
@@ -95,26 +202,38 @@ class ImageClassifier(nn.Module):
     def endpoints(self, x: torch.Tensor, final_endpoint: str | None = None) -> dict[str, torch.Tensor]:
         """Every named layer's output in order, as TF-slim's ``end_points``: each layer of
         ``feature_layers`` (so the input of each aux head too), the aux heads' logits where they are
-        on, the pooled features (``global_pool``) and the ``logits``. The pass stops after
-        ``final_endpoint``, as TF-slim's ``final_endpoint`` does.
+        on, the pooled features (``global_pool``, what the classifier reads) and the ``logits``. The
+        pass stops after ``final_endpoint``, as TF-slim's ``final_endpoint`` does.
         """
         names = self.endpoint_names()
         if final_endpoint is not None and final_endpoint not in names:
-            raise ConfigError(f"unknown endpoint '{final_endpoint}' of {getattr(self, 'model_name', type(self).__name__)}:"
-                              f" choose one of {', '.join(names)}")
+            raise ConfigError(f"unknown endpoint '{final_endpoint}' of {self._name()}: choose one of {', '.join(names)}")
         _check_input(self, (x,))
-        out = {}
-        for name, layer in self.feature_layers():
-            x = out[name] = layer(x)
-            head = getattr(self, self.aux_taps.get(name, ""), None)
-            if head is not None and name != final_endpoint:
-                out[self.aux_taps[name]] = head(x)
+        out, aux, features = {}, [], x
+        for name, features in self.layer_outputs(x, aux):
+            out[name] = features
+            if aux:
+                out[self.aux_taps[name]] = aux.pop()
             if final_endpoint in out:
-                return out
-        out["global_pool"] = F.adaptive_avg_pool2d(x, 1).flatten(1) if x.dim() == 4 else x
+                return {k: v for k, v in out.items() if names.index(k) <= names.index(final_endpoint)}
+        out["global_pool"] = self.forward_head(features, pre_logits=True)
         if final_endpoint != "global_pool":
-            out["logits"] = self.forward_head(x)
+            out["logits"] = self.forward_head(features)
         return out
+
+    # --- heads ---------------------------------------------------------------------------------------
+
+    def train(self, mode: bool = True):
+        """Sets training mode, except for normalization layers frozen by ``inceptorch.freeze``.
+
+        Those keep eval mode, so their running statistics stay those of the checkpoint whatever
+        the trainer calls; the flag lives on the layer and survives copies and pickling.
+        """
+        super().train(mode)
+        for module in self.modules():
+            if getattr(module, "keep_eval", False):
+                module.eval()
+        return self
 
     @property
     def default_cfg(self) -> dict:
@@ -125,12 +244,29 @@ class ImageClassifier(nn.Module):
     def has_aux(self) -> bool:
         return any(getattr(self, name, None) is not None for name in self.aux_heads)
 
-    def reset_classifier(self, num_classes: int) -> None:
-        """Replaces the main and auxiliary heads with fresh ones for ``num_classes`` classes."""
+    def get_classifier(self) -> nn.Module:
+        """The main classifier layer (the identity once the classifier is reset to 0 classes)."""
+        return self.get_submodule(self.head_layers[0])
+
+    def reset_classifier(self, num_classes: int, global_pool: str | bool | None = None) -> None:
+        """Replaces the main and auxiliary heads with fresh ones for ``num_classes`` classes (none for
+        0); ``global_pool`` as timm's: "avg", "max" where the head has a global pool, or "" (no
+        pooling, so no classifier: ``forward`` returns the feature map); None keeps the current one."""
+        pool_type = self.pool_type if global_pool is None else pool_type_of(global_pool)
+        if pool_type not in self.pool_types:
+            raise ConfigError(f"{self._name()} takes global_pool {' or '.join(map(repr, self.pool_types))}, "
+                              f"got {pool_type!r}")
+        if not pool_type and num_classes:
+            raise ConfigError("global_pool='' returns the feature map instead of classes: pass num_classes=0 too")
+        if pool_type and pool_type != self.pool_type and self.pool_layer is not None:
+            setattr(self, self.pool_layer, global_pool_layer(pool_type))
+        self.pool_type = pool_type
         for path in self.present_head_layers():  # aux heads that are off are None: nothing to resize
             parent_path, _, name = path.rpartition(".")
             parent = self.get_submodule(parent_path) if parent_path else self
-            setattr(parent, name, _resized_head(getattr(parent, name), num_classes))
+            if path not in self._head_shapes:  # the shape of the head the model was built with
+                self._head_shapes[path] = head_shape(getattr(parent, name))
+            setattr(parent, name, fresh_head(self._head_shapes[path], num_classes))
         self.num_classes = num_classes
 
     def present_head_layers(self) -> list[str]:
@@ -143,6 +279,9 @@ class ImageClassifier(nn.Module):
             except AttributeError:
                 pass
         return present
+
+    def _name(self) -> str:
+        return getattr(self, "model_name", type(self).__name__)
 
     @property
     def min_input_size(self) -> int:
@@ -177,7 +316,7 @@ class InceptionNet(ImageClassifier):
     """A network run as named stages of named layers, then average pool, dropout and ``fc``.
 
     ``stages`` maps each stage to the names of its layers, in order: analysis walks it, and
-    ``stage_outputs`` gives each stage's output. The layers are direct children, so checkpoint
+    ``feature_layers`` runs them. The layers are direct children, so checkpoint
     keys stay those of the reference layout (``inception4a.branch2.1.conv.weight``).
     ``aux_taps`` maps a layer to the auxiliary head that reads its output.
     """
@@ -212,44 +351,19 @@ class InceptionNet(ImageClassifier):
         self.avgpool = nn.AdaptiveAvgPool2d(1)
         self.dropout = nn.Dropout(dropout)
         self.fc = nn.Linear(in_features, self.num_classes)
+        self.num_features = self.head_hidden_size = in_features
 
     def feature_layers(self):
-        return [(name, getattr(self, name)) for names in self.stages.values() for name in names]
+        return [(name, self._modules[name]) for names in self.stages.values() for name in names
+                if name in self._modules]  # but those prune_intermediate_layers dropped
 
-    def _walk(self, x, aux: list | None = None):
-        """Runs the stages in order, yielding each one's name and output; with a list ``aux``, the
-        auxiliary heads that are on run too and append their logits to it."""
-        for stage, names in self.stages.items():
-            for name in names:
-                x = getattr(self, name)(x)
-                head = getattr(self, self.aux_taps[name]) if aux is not None and name in self.aux_taps else None
-                if head is not None:
-                    aux.append(head(x))
-            yield stage, x
-
-    def stage_outputs(self, x) -> dict[str, torch.Tensor]:
-        """The output of every stage, by name (aux heads do not run)."""
-        return dict(self._walk(x))
-
-    def forward_features(self, x):
-        for _, features in self._walk(x):
-            pass
-        return features
-
-    def forward_head(self, features):
-        return self.fc(self.dropout(torch.flatten(self.avgpool(features), 1)))
-
-    def forward_with_aux(self, x):
-        if not self.has_aux:
-            return self(x), []
-        _check_input(self, (x,))
-        aux = []
-        for _, features in self._walk(x, aux):
-            pass
-        return self.forward_head(features), aux
+    def head(self, features, pre_logits):
+        x = self.dropout(torch.flatten(self.avgpool(features), 1))
+        return x if pre_logits else self.fc(x)
 
 
 _MIN_SIZE_CACHE: dict[tuple, int] = {}
+_FEATURE_INFO_CACHE: dict[tuple, list[dict]] = {}
 
 
 def _compiling() -> bool:

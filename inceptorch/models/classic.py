@@ -18,20 +18,34 @@ from .registry import register
 
 
 class SequentialNet(ImageClassifier):
-    """A ``features`` stack, then a ``classifier`` that pools, flattens and classifies: no aux heads."""
+    """A ``features`` stack, then a ``classifier`` that pools, flattens and classifies: no aux heads.
+
+    The classifier pools to its own size, so ``global_pool`` is "avg" (that pool) or "" (none, no
+    classifier); its pre-logits are what the last layer reads (the hidden layers' output, or for
+    NiN the pooled features).
+    """
 
     head_layers = ("classifier.fc",)
+    pool_layer = None
+    pool_types = ("avg", "")
 
-    def __init__(self, features: nn.Sequential, classifier: nn.Sequential, num_classes: int, in_chans: int):
+    def __init__(self, features: nn.Sequential, classifier: nn.Sequential, num_classes: int, in_chans: int,
+                 num_features: int):
         super().__init__(num_classes, in_chans)
         self.features = features
         self.classifier = classifier
+        head = self.get_submodule(self.head_layers[0])
+        self.num_features = num_features
+        self.head_hidden_size = head.in_features if isinstance(head, nn.Linear) else head.in_channels
 
-    def forward_features(self, x):
-        return self.features(x)
-
-    def forward_head(self, features):
-        return self.classifier(features)
+    def head(self, features, pre_logits):
+        if not pre_logits:
+            return self.classifier(features)
+        x = features
+        for name, layer in self.classifier.named_children():
+            if f"classifier.{name}" not in self.head_layers:
+                x = layer(x)
+        return x
 
 
 def _xavier_init(model: nn.Module) -> None:
@@ -72,7 +86,7 @@ class LeNet(SequentialNet):
             conv2=nn.Conv2d(6, 16, 5), act2=nn.Sigmoid(), pool2=nn.AvgPool2d(2),
         ))
         classifier = _fully_connected(16, 5, (120, 84), num_classes, activation=nn.Sigmoid)
-        super().__init__(features, classifier, num_classes, in_chans)
+        super().__init__(features, classifier, num_classes, in_chans, num_features=16)
         _xavier_init(self)
 
 
@@ -93,7 +107,7 @@ class AlexNet(SequentialNet):
             conv5=_conv(384, 256, 3, padding=1), pool5=nn.MaxPool2d(3, stride=2),
         ))
         classifier = _fully_connected(256, 6, (4096, 4096), num_classes, drop_rate=drop_rate)
-        super().__init__(features, classifier, num_classes, in_chans)
+        super().__init__(features, classifier, num_classes, in_chans, num_features=256)
         _xavier_init(self)
 
 
@@ -114,7 +128,7 @@ class VGG(SequentialNet):
             stage["pool"] = nn.MaxPool2d(2, stride=2)
             stages[f"block{b}"] = nn.Sequential(stage)
         classifier = _fully_connected(channels, 7, (4096, 4096), num_classes, drop_rate=drop_rate)
-        super().__init__(nn.Sequential(stages), classifier, num_classes, in_chans)
+        super().__init__(nn.Sequential(stages), classifier, num_classes, in_chans, num_features=channels)
         _xavier_init(self)
 
 
@@ -150,7 +164,7 @@ class NiN(SequentialNet):
             conv=nn.Conv2d(384, num_classes, 1), act=nn.ReLU(inplace=True),
             pool=nn.AdaptiveAvgPool2d(1), flatten=nn.Flatten(),
         ))
-        super().__init__(features, classifier, num_classes, in_chans)
+        super().__init__(features, classifier, num_classes, in_chans, num_features=384)
         _xavier_init(self)
 
 

@@ -207,10 +207,11 @@ class InceptionResNet(InceptionNet):
             stage_c["conv2d_7b"] = ConvBNAct(channels, 1536, 1)
             channels = 1536
         self.add_stage("inception_resnet_c", stage_c)
-        self.num_features = channels
+        self.num_features = self.head_hidden_size = channels
         self.avgpool = nn.AdaptiveAvgPool2d(1)
         self.dropout = nn.Dropout(dropout)
         if self.facenet:
+            self.head_hidden_size = 512
             self.head_layers = ("logits",)
             self.default_input_size = 160
             self.last_linear = nn.Linear(channels, 512, bias=False)
@@ -220,11 +221,14 @@ class InceptionResNet(InceptionNet):
             self.classif = nn.Linear(channels, num_classes)
         init_weights(self)
 
-    def forward_head(self, features):
-        pooled = self.dropout(torch.flatten(self.avgpool(features), 1))
+    def head(self, features, pre_logits):
+        """For facenet's layout, the pre-logits are the 512-d embedding before its L2 normalization."""
+        x = self.dropout(torch.flatten(self.avgpool(features), 1))
         if not self.facenet:
-            return self.classif(pooled)
-        embedding = self.last_bn(self.last_linear(pooled))
+            return x if pre_logits else self.classif(x)
+        embedding = self.last_bn(self.last_linear(x))
+        if pre_logits:
+            return embedding
         return self.logits(embedding) if self.num_classes else F.normalize(embedding, p=2, dim=1)
 
 

@@ -165,6 +165,9 @@ class InceptionV4(ImageClassifier):
 
     default_input_size = 299
     head_layers = ("last_linear",)
+    pool_layer = "global_pool"
+    # timm's levels: its stride-2 stem concatenation at 73x73 (160 channels), not the 71x71 one after it
+    feature_taps = ("features.2", "features.3", "features.9", "features.17", "features.21")
 
     def __init__(self, num_classes: int = 1000, in_chans: int = 3, *, dropout: float = 0.2):
         super().__init__(num_classes, in_chans)
@@ -184,13 +187,12 @@ class InceptionV4(ImageClassifier):
         self.global_pool = nn.AdaptiveAvgPool2d(1)
         self.head_drop = nn.Dropout(dropout)
         self.last_linear = nn.Linear(1536, num_classes)
+        self.num_features = self.head_hidden_size = 1536
         init_weights(self)
 
-    def forward_features(self, x):
-        return self.features(x)
-
-    def forward_head(self, features):
-        return self.last_linear(self.head_drop(torch.flatten(self.global_pool(features), 1)))
+    def head(self, features, pre_logits):
+        x = self.head_drop(torch.flatten(self.global_pool(features), 1))
+        return x if pre_logits else self.last_linear(x)
 
 
 default_cfgs = {

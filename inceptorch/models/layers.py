@@ -3,6 +3,7 @@
 import torch
 from torch import nn
 
+from ..errors import ConfigError
 from ..images import IMAGENET_MEAN, IMAGENET_STD
 
 
@@ -71,3 +72,40 @@ class ImageNetToUnitRange(nn.Module):
 
     def forward(self, x):
         return x * self.scale + self.shift
+
+
+def head_shape(layer: nn.Module) -> dict:
+    """What a fresh head like ``layer`` needs besides its number of classes: a Linear's input width,
+    or the form of NiN's 1x1 Conv2d."""
+    if isinstance(layer, nn.Linear):
+        return {"in_features": layer.in_features, "bias": layer.bias is not None}
+    if isinstance(layer, nn.Conv2d):
+        return {"in_channels": layer.in_channels, "kernel_size": layer.kernel_size, "stride": layer.stride,
+                "padding": layer.padding, "bias": layer.bias is not None}
+    raise TypeError(f"cannot resize a head of type {type(layer).__name__}")
+
+
+def fresh_head(shape: dict, num_classes: int) -> nn.Module:
+    """A head of ``shape`` (see ``head_shape``) with ``num_classes`` outputs; the identity for 0."""
+    if num_classes == 0:
+        return nn.Identity()
+    if "in_features" in shape:
+        return nn.Linear(shape["in_features"], num_classes, bias=shape["bias"])
+    return nn.Conv2d(shape["in_channels"], num_classes, shape["kernel_size"], shape["stride"], shape["padding"],
+                     bias=shape["bias"])
+
+
+POOL_TYPES = ("avg", "max", "")
+
+
+def pool_type_of(global_pool) -> str:
+    """timm's ``global_pool`` strings, and the bools ``create_model`` took before (True: "avg", False: "")."""
+    if isinstance(global_pool, bool):
+        return "avg" if global_pool else ""
+    if global_pool not in POOL_TYPES:
+        raise ConfigError(f"global_pool must be 'avg', 'max' or '' (no pooling: the feature map), got {global_pool!r}")
+    return global_pool
+
+
+def global_pool_layer(pool_type: str) -> nn.Module:
+    return nn.AdaptiveAvgPool2d(1) if pool_type == "avg" else nn.AdaptiveMaxPool2d(1)

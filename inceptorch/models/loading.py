@@ -2,8 +2,9 @@
 
 inceptorch models keep the key names of the layout they follow (torchvision's or timm's), so a
 reference state dict loads key for key; what differs is handled here: heads for another number of
-classes (or none: ``num_classes=0``), switched-off aux heads, aux heads a checkpoint lacks or never
-trained (started fresh, with a notice), and a first convolution for another number of input channels.
+classes (or none: ``num_classes=0``), switched-off aux heads, layers and heads a ``features_only``
+model left out, aux heads a checkpoint lacks or never trained (started fresh, with a notice), and a
+first convolution for another number of input channels.
 """
 
 import logging
@@ -30,9 +31,11 @@ def load_weights(model, path, untrained: tuple[str, ...] = ()) -> None:
     name = getattr(model, "model_name", type(model).__name__)
     file = Path(path).name
 
-    # Aux heads that this model has switched off, and heads left out (num_classes=0): not needed.
+    # Aux heads that this model has switched off, heads left out (num_classes=0) and layers a
+    # features_only model has no use for (prune_intermediate_layers): not needed.
     heads = model.present_head_layers() if hasattr(model, "present_head_layers") else []
     unused = [a for a in getattr(model, "aux_heads", ()) if getattr(model, a, None) is None]
+    unused += getattr(model, "pruned", [])
     unused += [h for h in heads if not any(True for _ in model.get_submodule(h).parameters())]
     state = {k: v for k, v in state.items() if _module_of(k, unused) is None}
 

@@ -71,3 +71,12 @@ def min_input_size(model, train: bool = False, limit: int = 2048) -> int:
         else:
             low = mid
     return high
+
+
+def layer_output_shapes(model, side: int) -> list[tuple[str, tuple[int, ...]]]:
+    """The name and output shape of each layer ``model.layer_outputs`` runs, in eval mode on a
+    ``side`` x ``side`` input, found on the meta device."""
+    meta_model = meta_copy(model).eval()
+    x = torch.empty(1, model.in_chans, side, side, device="meta")
+    with torch.no_grad():
+        return [(name, tuple(out.shape)) for name, out in meta_model.layer_outputs(x)]

@@ -49,7 +49,7 @@ class MnistInception(SequentialNet):
             pool=nn.AdaptiveAvgPool2d(4), flatten=nn.Flatten(),
             fc=nn.Linear(InceptionA.out_channels * 4 * 4, num_classes),
         ))
-        super().__init__(features, classifier, num_classes, in_chans)
+        super().__init__(features, classifier, num_classes, in_chans, num_features=InceptionA.out_channels)
 
 
 default_cfgs = {

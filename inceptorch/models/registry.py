@@ -15,6 +15,7 @@ from ..errors import ConfigError
 from ..images import Preprocessing
 from ..weights import read_metadata
 from .cfgs import INCEPTION_MEAN, INCEPTION_STD, plain_cfg, trained_cfg
+from .layers import pool_type_of
 from .loading import load_weights
 
 _BUILDERS: dict[str, "ModelEntry"] = {}
@@ -144,7 +145,8 @@ def _resolve_weights(entry: ModelEntry, name_tag: str, pretrained, checkpoint_pa
 
 def create_model(name: str, pretrained: bool | str = False, *, num_classes: int | None = None, in_chans: int = 3,
                  aux_logits: bool = False, checkpoint_path=None, weights=None, drop_rate: float | None = None,
-                 pretrained_cfg_overlay: dict | None = None, global_pool: bool = True, **kwargs):
+                 pretrained_cfg_overlay: dict | None = None, global_pool: str | bool | None = None,
+                 features_only: bool = False, out_indices=None, **kwargs):
     """Builds model ``name`` (``"inception_v3"``, or with a tag ``"inception_v3.tf_in1k"``), as timm's
     ``create_model`` does.
 
@@ -159,8 +161,12 @@ def create_model(name: str, pretrained: bool | str = False, *, num_classes: int 
     Every model carries ``pretrained_cfg`` (timm's keys; see ``models/cfgs.py``): its tag's, an
     inceptorch checkpoint's own, or the model's default. A different ``num_classes`` (default: the
     weights', else 1000) keeps the backbone and starts fresh heads; ``num_classes=0`` leaves the heads
-    out, so that ``forward`` returns the pooled features, and ``global_pool=False`` with it the feature
-    map. A different ``in_chans`` adapts the first convolution. Loaded weights bring their class names.
+    out, so that ``forward`` returns the pooled features, and ``global_pool=""`` with it the feature map
+    (timm's strings: "avg", "max", ""; True and False stand for "avg" and ""). ``features_only=True``
+    gives timm's feature extractor: ``forward`` returns the feature maps of the levels ``out_indices``
+    (default all; see ``model.feature_info``), and a classification checkpoint loads its backbone, the
+    layers and heads the extractor has no use for left out. A different ``in_chans`` adapts the first
+    convolution. Loaded weights bring their class names.
     """
     model_name, _, name_tag = name.partition(".")
     entry = model_entry(model_name)
@@ -171,16 +177,23 @@ def create_model(name: str, pretrained: bool | str = False, *, num_classes: int 
     cfg.update(pretrained_cfg_overlay or {})
     loads = load_tag or checkpoint_path is not None
     if num_classes is None:
-        num_classes = cfg["num_classes"] if load_tag else 1000
+        num_classes = 0 if features_only else cfg["num_classes"] if load_tag else 1000
     if num_classes < 0:
         raise ConfigError(f"num_classes must be at least 1 (or 0: no classifier), got {num_classes}")
     if in_chans < 1:
         raise ConfigError(f"in_chans must be at least 1, got {in_chans}")
+    pool_type = None if global_pool is None else pool_type_of(global_pool)
+    if features_only and (num_classes or aux_logits or pool_type):
+        raise ConfigError(f"features_only=True gives {model_name}'s feature maps, without classifier or pooling: "
+                          "leave num_classes, aux_logits and global_pool out")
     if num_classes == 0 and aux_logits:
         raise ConfigError(f"{model_name} with num_classes=0 has no classifier, so no aux classifiers either: "
                           "leave aux_logits off (--aux-weight 0)")
-    if not global_pool and num_classes != 0:
-        raise ConfigError("global_pool=False returns the feature map instead of classes: pass num_classes=0 too")
+    if pool_type == "" and num_classes != 0:
+        raise ConfigError("global_pool='' returns the feature map instead of classes: pass num_classes=0 too")
+    if out_indices is not None and not features_only:
+        raise ConfigError("out_indices chooses the feature levels of a features_only model: pass features_only=True "
+                          "too, or call forward_intermediates(x, indices=...)")
     if drop_rate is not None:
         if "dropout" in kwargs:
             raise ConfigError(f"drop_rate={drop_rate} and dropout={kwargs['dropout']} name the same option: pass one")
@@ -200,13 +213,15 @@ def create_model(name: str, pretrained: bool | str = False, *, num_classes: int 
         raise ConfigError(f"{model_name} does not take the option {option}"
                           f"{' (drop_rate)' if option == repr('dropout') else ''}: check its spelling, or leave "
                           "it out") from None
-    if num_classes == 0:
-        model.reset_classifier(0)
-    model.keep_spatial = not global_pool
     model.model_name = model_name
     model.build_config = {"num_classes": num_classes, "in_chans": in_chans, **kwargs}
-    if not global_pool:
-        model.build_config["global_pool"] = False
+    if features_only:
+        model.make_features_only(out_indices)
+        model.build_config |= {"features_only": True, "out_indices": list(model.out_indices)}
+    elif num_classes == 0 or pool_type is not None:
+        model.reset_classifier(num_classes, pool_type)
+        if pool_type is not None:
+            model.build_config["global_pool"] = pool_type
     if loads:
         untrained = cfg["untrained_heads"] if load_tag or published else ()  # as the publisher says of its file
         load_weights(model, hub.weights_file(cfg) if load_tag else checkpoint_path, untrained=untrained)
