@@ -76,10 +76,8 @@ def restore_parts(state: dict, parts: dict) -> None:
             part.load_state_dict(saved)
 
 
-def rng_states(world: int) -> list[dict]:
-    """The random states (CPU, and CUDA where used) of every process, in rank order."""
-    own = {"cpu": torch.get_rng_state(),
-           "cuda": torch.cuda.get_rng_state() if torch.cuda.is_initialized() else None}
+def every_process(world: int, own: dict) -> list[dict]:
+    """``own`` of every process, in rank order (a collective: every process calls it)."""
     if world == 1:
         return [own]
     every = [None] * world
@@ -87,8 +85,13 @@ def rng_states(world: int) -> list[dict]:
     return every
 
 
-def restore_rng(states: list[dict], rank: int) -> None:
-    own = states[rank]
-    torch.set_rng_state(own["cpu"])
-    if own.get("cuda") is not None and torch.cuda.is_initialized():
-        torch.cuda.set_rng_state(own["cuda"])
+def rng_state() -> dict:
+    """This process's random state: the CPU's, and the GPU's where it is used."""
+    return {"cpu": torch.get_rng_state(),
+            "cuda": torch.cuda.get_rng_state() if torch.cuda.is_initialized() else None}
+
+
+def restore_rng(state: dict) -> None:
+    torch.set_rng_state(state["cpu"])
+    if state.get("cuda") is not None and torch.cuda.is_initialized():
+        torch.cuda.set_rng_state(state["cuda"])

@@ -20,7 +20,7 @@ from torch import nn
 
 from . import data as datasets
 from . import runs, sources, transfer
-from .checkpoints import restore_parts, restore_rng, rng_states, saved_parts
+from .checkpoints import every_process, restore_parts, restore_rng, rng_state, saved_parts
 from .config import AUTO_RESUME, TrainConfig, resolve
 from .ema import ModelEma
 from .errors import ConfigError, DataError
@@ -158,10 +158,11 @@ def fit(model, loaders: dict, config: TrainConfig, run: "runs.Run | None" = None
                 "partial": partial, **saved_parts(parts)}
 
     def position(batch: int) -> dict:
-        """Where inside the epoch a saved state stands: the next batch, the running sums, every process's
-        random state (a collective: every process calls it)."""
-        return {"batches": batch, "loss_sum": loss_sum, "seen": seen, "correct": correct.item(),
-                "rng": rng_states(processes.world)}
+        """Where inside the epoch a saved state stands: the next batch, the running sums, and every process's
+        own count of right answers and random state (a collective: every process calls it)."""
+        own = {"correct": correct.item(), "rng": rng_state()}
+        return {"batches": batch, "loss_sum": loss_sum, "seen": seen,
+                "processes": every_process(processes.world, own)}
 
     forward = wrapped()
     step = state.get("step", start_epoch * steps_per_epoch) if state is not None else 0
@@ -188,9 +189,9 @@ def fit(model, loaders: dict, config: TrainConfig, run: "runs.Run | None" = None
                 continue  # replayed, not trained: the epoch's augmentation draws stay those of an unbroken run
             if partial is not None:  # the step where Ctrl-C or a step checkpoint saved the run
                 loss_sum, seen = partial["loss_sum"], partial["seen"]
-                correct.fill_(partial["correct"])
-                if state.get("world", processes.world) == processes.world:
-                    restore_rng(partial["rng"], processes.rank)
+                if state.get("world", processes.world) == processes.world:  # else the sums restart
+                    correct.fill_(partial["processes"][processes.rank]["correct"])
+                    restore_rng(partial["processes"][processes.rank]["rng"])
                 partial = None
                 _say(f"resumed at step {step} (epoch {epoch + 1}, batch {batch + 1})", run, quiet=config.quiet)
             if batch % accumulate == 0 and stop is not None and stop.agreed(processes, device):

@@ -249,8 +249,14 @@ def start_processes(config: TrainConfig) -> tuple[Processes, torch.device, bool]
     device = pick_device(config.device, int(os.environ.get("LOCAL_RANK", "0")))
     started = False
     if world > 1 and not dist.is_initialized():
-        dist.init_process_group("nccl" if device.type == "cuda" else "gloo",
-                                timeout=timedelta(seconds=config.dist_timeout))
+        timeout = timedelta(seconds=config.dist_timeout)
+        store, rank, world = next(dist.rendezvous("env://", timeout=timeout))
+        # torchrun's agent keeps one store across restarts of its workers (--max-restarts), holding the
+        # addresses the killed processes published: gloo would connect to those and fail, so each attempt
+        # of the group keeps its keys under a prefix of its own
+        attempt = dist.PrefixStore(f"inceptorch-attempt-{os.environ.get('TORCHELASTIC_RESTART_COUNT', '0')}", store)
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo", store=attempt, rank=rank,
+                                world_size=world, timeout=timeout)
         started = True
     if world > 1:
         return Processes(dist.get_rank(), dist.get_world_size()), device, started
