@@ -68,12 +68,14 @@ def saved_parts(parts: dict) -> dict:
     return {name: part.state_dict() if part is not None else None for name, part in parts.items()}
 
 
-def restore_parts(state: dict, parts: dict) -> None:
-    """Loads what ``saved_parts`` saved; an EMA the saved run did not have starts from its weights."""
+def restore_parts(state: dict, parts: dict) -> tuple[list, int, dict | None]:
+    """Loads what ``saved_parts`` saved (an EMA the saved run did not have starts from its weights);
+    returns the metrics history, the finished epochs, and the position inside the next epoch, if any."""
     for name, part in parts.items():
         saved = state["model"] if name == "ema" and state.get("ema") is None else state.get(name)
         if part is not None and saved is not None:
             part.load_state_dict(saved)
+    return state["history"], state["epoch"], state.get("partial")
 
 
 def every_process(world: int, own: dict) -> list[dict]:

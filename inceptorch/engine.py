@@ -16,7 +16,6 @@ from pathlib import Path
 
 import torch
 import torch.distributed as dist
-from torch import nn
 
 from . import data as datasets
 from . import runs, sources, transfer
@@ -32,8 +31,8 @@ from .training import (
     CtrlC,
     Processes,
     TrainingInterrupted,
-    WithAux,
     autocast_dtype,
+    best_key,
     classification_report,
     diverged,
     evaluate_batches,
@@ -44,6 +43,7 @@ from .training import (
     progress,
     start_processes,
     sync_batch_norm,
+    training_forward,
     training_loss,
     validation_scores,
 )
@@ -93,9 +93,7 @@ def best_scored(history: list[dict], key: str = "val_acc") -> dict | None:
     return max((row for row in history if row[key] is not None), key=lambda row: row[key], default=None)
 
 
-def best_key(config: TrainConfig) -> str:
-    """The metric best.safetensors is chosen on: the averaged weights' with --model-ema, unless told raw."""
-    return "ema_val_acc" if config.model_ema and config.best_of != "raw" else "val_acc"
+
 
 
 def fit(model, loaders: dict, config: TrainConfig, run: "runs.Run | None" = None, *,
@@ -131,26 +129,13 @@ def fit(model, loaders: dict, config: TrainConfig, run: "runs.Run | None" = None
     ema = ModelEma(model, config.model_ema) if config.model_ema else None
     parts = {"model": model, "optimizer": optimizer, "schedule": schedule, "scaler": scaler, "ema": ema}
     if state is not None:
-        restore_parts(state, parts)
-        history, start_epoch = state["history"], state["epoch"]
-        partial = state.get("partial")  # set when Ctrl-C or a step checkpoint saved it inside an epoch
+        history, start_epoch, partial = restore_parts(state, parts)  # partial: inside an epoch
         log.info("resuming %s after epoch %d of %d%s", run.dir if run else "", start_epoch, config.epochs,
                  f" and {partial['batches']} batches of epoch {start_epoch + 1}" if partial else "")
         if state.get("world", processes.world) != processes.world:
             _say(f"resuming with {processes.world} processes instead of {state['world']}: the data order and "
                  "random draws from here on differ from an unbroken run's", run, quiet=False)
     best_on = best_key(config)
-
-    def wrapped():
-        """The training forward, compiled and distributed as asked. DDP learns which parameters need
-        gradients when it is built, so a phase that frees more of them builds it again."""
-        forward = WithAux(model)
-        if config.compile:
-            forward = torch.compile(forward)
-        if processes.world > 1:
-            forward = nn.parallel.DistributedDataParallel(forward,
-                                                          device_ids=[device] if device.type == "cuda" else None)
-        return forward
 
     def resume_state(finished_epochs: int, partial: dict | None = None) -> dict:
         """What ``--resume`` needs, after a finished epoch or (``partial``) inside the next one."""
@@ -164,7 +149,7 @@ def fit(model, loaders: dict, config: TrainConfig, run: "runs.Run | None" = None
         return {"batches": batch, "loss_sum": loss_sum, "seen": seen,
                 "processes": every_process(processes.world, own)}
 
-    forward = wrapped()
+    forward = training_forward(model, config, processes, device)
     step = state.get("step", start_epoch * steps_per_epoch) if state is not None else 0
 
     for epoch in range(start_epoch, config.epochs):
@@ -172,7 +157,7 @@ def fit(model, loaders: dict, config: TrainConfig, run: "runs.Run | None" = None
             frozen = transfer.frozen_part(config, epoch)
             _say(f"epoch {epoch + 1}: training the whole model from now on", run, quiet=config.quiet)
             transfer.freeze(model, frozen)
-            forward = wrapped()
+            forward = training_forward(model, config, processes, device)  # DDP: for the parameters now freed
         torch.manual_seed(datasets.epoch_seed(config.seed, epoch, processes.rank + 1))  # dropout and the like
         train_batches.set_epoch(epoch)
         smaller = config.progressive_size if epoch < config.progressive_epochs else None  # None: full size
@@ -355,8 +340,9 @@ def train(config: TrainConfig | dict | None = None, **options) -> TrainResult:
     finally:
         if started:
             dist.destroy_process_group()
-    best = best_scored(history) or {"val_acc": None, "epoch": None}
-    return TrainResult(run.dir if run else None, history[-1], best["val_acc"], best["epoch"], history)
+    key = best_key(config)  # the accuracy of the weights best.safetensors holds
+    best = best_scored(history, key) or {key: None, "epoch": None}
+    return TrainResult(run.dir if run else None, history[-1], best[key], best["epoch"], history)
 
 
 def evaluate(weights=None, data: str | None = None, *, split: str = "val", data_root: str | None = None,

@@ -224,6 +224,22 @@ class WithAux(nn.Module):
         return self.model.forward_with_aux(x)
 
 
+def training_forward(model: nn.Module, config: TrainConfig, processes: Processes, device: torch.device):
+    """The training forward, compiled and distributed as asked. DDP learns which parameters need gradients
+    when it is built, so a phase that frees more of them builds it again."""
+    forward = WithAux(model)
+    if config.compile:
+        forward = torch.compile(forward)
+    if processes.world > 1:
+        forward = nn.parallel.DistributedDataParallel(forward, device_ids=[device] if device.type == "cuda" else None)
+    return forward
+
+
+def best_key(config: TrainConfig) -> str:
+    """The metric best.safetensors is chosen on: the averaged weights' with --model-ema, unless told raw."""
+    return "ema_val_acc" if config.model_ema and config.best_of != "raw" else "val_acc"
+
+
 def autocast_dtype(config: TrainConfig, device: torch.device, cpu_flags=None):
     """The dtype of autocast, or None for float32. ``amp: auto`` is mixed precision where the hardware
     has it natively, a GPU or a CPU with AVX512-BF16 or AMX (``cpu_flags``: this CPU's by default);
