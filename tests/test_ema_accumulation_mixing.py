@@ -249,3 +249,14 @@ def test_a_bad_value_of_each_new_option_is_a_one_line_error_with_status_2(option
     err = capsys.readouterr().err.strip()
     assert code == 2 and len(err.splitlines()) == 1 and err, err
     assert not any(tmp_path.iterdir())  # refused before any run folder was made
+
+
+def test_the_readme_table_lists_every_training_option():
+    from dataclasses import fields
+    from pathlib import Path
+
+    from inceptorch.config import TrainConfig
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    missing = [f.name for f in fields(TrainConfig) if f"| `--{f.name.replace('_', '-')}` |" not in readme]
+    assert missing == []
