@@ -4,22 +4,27 @@ MixUp/CutMix, augmentation policies, TensorFlow's RMSProp, and a bad value of ea
 import json
 import os
 import socket
+from dataclasses import fields
+from pathlib import Path
 
 import pytest
 import torch
 import torch.nn.functional as F
 from _training_data import write_bars_npz
+from PIL import Image
 from safetensors.torch import load_file
 from timm.data.mixup import mixup_target
 from timm.optim import RMSpropTF as TimmRMSpropTF
 from timm.utils.model_ema import ModelEmaV3
 from torch import nn
+from torch.distributed.algorithms.ddp_comm_hooks.default_hooks import allreduce_hook
 
 import inceptorch
 from inceptorch import engine
 from inceptorch.checkpoints import step_files
 from inceptorch.cli import main
-from inceptorch.config import resolve
+from inceptorch.config import TrainConfig, resolve
+from inceptorch.data import ImageFiles
 from inceptorch.ema import ModelEma, ema_decay
 from inceptorch.errors import ConfigError
 from inceptorch.images import Preprocessing
@@ -136,8 +141,6 @@ def _free_port():
 
 def _count_all_reduces(rank, world, port, data, out):
     """One process of a 2-process gloo run whose DDP counts the gradient all-reduces (a comm hook)."""
-    from torch.distributed.algorithms.ddp_comm_hooks.default_hooks import allreduce_hook
-
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world),
                       LOCAL_RANK=str(rank), OMP_NUM_THREADS="1")
     buckets = []
@@ -220,10 +223,6 @@ def test_rmsproptf_steps_as_timms_rmsproptf():
 
 
 def test_auto_augment_policies_draw_per_image_from_the_runs_seed(tmp_path):
-    from PIL import Image
-
-    from inceptorch.data import ImageFiles
-
     files = []
     for i in range(4):
         path = tmp_path / f"{i}.png"
@@ -252,11 +251,6 @@ def test_a_bad_value_of_each_new_option_is_a_one_line_error_with_status_2(option
 
 
 def test_the_readme_table_lists_every_training_option():
-    from dataclasses import fields
-    from pathlib import Path
-
-    from inceptorch.config import TrainConfig
-
     readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
     missing = [f.name for f in fields(TrainConfig) if f"| `--{f.name.replace('_', '-')}` |" not in readme]
     assert missing == []
