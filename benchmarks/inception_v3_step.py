@@ -10,9 +10,11 @@ as the check that they compute the same thing. Paths are timed in rounds that vi
 (``inceptorch.inference.bench.time_interleaved``: medians over rounds); ratios are against timm's
 eager step in NCHW, the layout timm trains in unless told ``--channels-last``. AMP is what ``--amp``
 gives inceptorch's training loop on this device (bfloat16, or float16 with loss scaling on GPUs
-without bfloat16), for both libraries; torch.compile starts from an empty cache.
+without bfloat16), for both libraries; ``--precision both`` (the default on a GPU) times bfloat16 and
+float16 autocast (with loss scaling) in turn, each against timm's step in the same precision;
+torch.compile starts from an empty cache.
 
-    python benchmarks/inception_v3_step.py                 # on the GPU (batch 128), else the CPU (batch 8)
+    python benchmarks/inception_v3_step.py                 # on the GPU (batch 128, bf16 and fp16), else the CPU (batch 8)
     python benchmarks/inception_v3_step.py --device cpu --batch 4 --repeats 3 --no-compile
 """
 
@@ -114,30 +116,40 @@ def main(argv=None) -> int:
     parser.add_argument("--repeats", type=int, default=5, help="timed rounds per path (default 5)")
     parser.add_argument("--compile", action=argparse.BooleanOptionalAction, default=True,
                         help="time torch.compile of inceptorch's step too (a minute or more to compile)")
+    parser.add_argument("--precision", choices=("auto", "bfloat16", "float16", "both"),
+                        help="autocast dtype: auto (what --amp gives on this device), bfloat16, float16, or both "
+                             "in turn (default: both on a GPU, auto on the CPU)")
     parser.add_argument("--json", metavar="FILE", help="output (default: benchmarks/results/inception_v3_step.json)")
     args = parser.parse_args(argv)
     device = pick_device(args.device)
     batch = args.batch or (128 if device.type == "cuda" else 8)
-    dtype = autocast_dtype(TrainConfig(amp=True), device)
+    choice = args.precision or ("both" if device.type == "cuda" else "auto")
+    dtypes = {"auto": [autocast_dtype(TrainConfig(amp=True), device)], "bfloat16": [torch.bfloat16],
+              "float16": [torch.float16], "both": [torch.bfloat16, torch.float16]}[choice]
     torch.backends.cudnn.benchmark = True  # both libraries' training scripts turn it on
     where = machine(device)  # before the run, whose own load would count in the load average
 
-    with tempfile.TemporaryDirectory(prefix="inception_v3_step_") as folder:
-        os.environ["TORCHINDUCTOR_CACHE_DIR"] = str(Path(folder) / "inductor")
-        built = build_paths(device, dtype, batch, args.compile, folder)
-        seconds = time_interleaved({p["path"]: p["call"] for p in built}, args.repeats, min_round_s=1.0)
-        del os.environ["TORCHINDUCTOR_CACHE_DIR"]
-    rows = [{"path": p["path"], "images_per_s": batch / seconds[p["path"]], "first_loss": p["first_loss"],
-             "compile_s": p["compile_s"]} for p in built]
-    for row in rows:
-        row["vs_timm"] = row["images_per_s"] / rows[0]["images_per_s"]
+    rows = []
+    for dtype in dtypes:
+        precision = str(dtype).removeprefix("torch.") if dtype else "float32"
+        with tempfile.TemporaryDirectory(prefix="inception_v3_step_") as folder:
+            os.environ["TORCHINDUCTOR_CACHE_DIR"] = str(Path(folder) / "inductor")
+            built = build_paths(device, dtype, batch, args.compile, folder)
+            seconds = time_interleaved({p["path"]: p["call"] for p in built}, args.repeats, min_round_s=1.0)
+            del os.environ["TORCHINDUCTOR_CACHE_DIR"]
+        timm_nchw = batch / seconds[built[0]["path"]]
+        rows += [{"precision": precision, "path": p["path"], "images_per_s": batch / seconds[p["path"]],
+                  "vs_timm": batch / seconds[p["path"]] / timm_nchw, "first_loss": p["first_loss"],
+                  "compile_s": p["compile_s"]} for p in built]
 
-    table = text_table(["path", "img/s", "vs timm", "first loss", "compile s"],
-                       [[r["path"], f"{r['images_per_s']:.1f}", f"{r['vs_timm']:.2f}x", f"{r['first_loss']:.4f}",
-                         f"{r['compile_s']:.1f}" if r["compile_s"] else "-"] for r in rows])
-    precision = str(dtype).removeprefix("torch.") + " autocast" if dtype else "float32"
-    text = (f"inception_v3 training step, {batch}x3x{SIZE}x{SIZE}, {precision}, on {describe(where)}, torch "
-            f"{torch.__version__}, median of {args.repeats} interleaved rounds\n\n{table}")
+    table = text_table(["autocast", "path", "img/s", "vs timm", "first loss", "compile s"],
+                       [[r["precision"], r["path"], f"{r['images_per_s']:.1f}", f"{r['vs_timm']:.2f}x",
+                         f"{r['first_loss']:.4f}", f"{r['compile_s']:.1f}" if r["compile_s"] else "-"]
+                        for r in rows])
+    precision = ", ".join(sorted({r["precision"] for r in rows}))
+    text = (f"inception_v3 training step, {batch}x3x{SIZE}x{SIZE}, autocast {precision} (vs timm: against "
+            f"timm's eager NCHW step in the same precision), on {describe(where)}, torch {torch.__version__}, "
+            f"median of {args.repeats} interleaved rounds\n\n{table}")
     print("\n" + text)
     out = Path(args.json or RESULTS / "inception_v3_step.json")
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -23,12 +23,15 @@ from pydantic import TypeAdapter, ValidationError
 from .errors import ConfigError
 
 RECIPES_DIR = Path(__file__).parent / "recipes"
-OPTIMIZERS = ("sgd", "adam", "adamw", "rmsprop")
+OPTIMIZERS = ("sgd", "adam", "adamw", "rmsprop", "rmsproptf")
 SCHEDULES = ("cosine", "onecycle", "step", "constant")
 AUGMENTATIONS = ("flip", "crop", "erase")
 DEVICES = ("auto", "cpu", "cuda")
 WEIGHT_ORIGINS = ("auto", "torchvision", "timm", "imagenet")
 AT_END = "end"  # --val-every end: score the last epoch only, however many --epochs there are
+AUTO_RESUME = "auto"  # --resume auto: continue the run folder of --name from its newest checkpoint, or start it
+AUTO_AUGMENTS = ("randaugment", "trivialaugment", "augmix", "autoaugment")
+BEST_OF = ("auto", "raw", "ema")
 
 
 def _opt(default, help: str, metavar: str | None = None):
@@ -133,6 +136,18 @@ class TrainConfig:
     name: str | None = _opt(None, "run folder name (default: MODEL-DATA, numbered when taken)")
     resume: str | None = _opt(None, "continue the run in this folder from its last checkpoint", "RUN_DIR")
     quiet: bool = _opt(False, "no progress bars or per-epoch lines on the console")
+    # averaging, accumulation, mixing and step checkpoints, as timm's train.py has them
+    model_ema: float | None = _opt(None, "keep an exponential moving average of the weights with this decay (for instance 0.9998), warmed up as timm's ModelEmaV3: validated beside the raw weights, written as ema.safetensors", "DECAY")
+    best_of: str = _opt("auto", "which weights best.safetensors keeps and the best epoch is chosen on: raw, ema (with --model-ema), or auto (ema with --model-ema, as timm)", "auto|raw|ema")
+    grad_accum_steps: int = _opt(1, "micro-batches of --batch-size per optimizer step (effective batch: their product); the learning rate and schedule count optimizer steps", "N")
+    sync_bn: bool = _opt(False, "synchronized batch norm across the processes of a torchrun run on GPUs")
+    mixup: float = _opt(0.0, "MixUp: alpha of the Beta distribution of the mixing weight (0: off; timm's 0.8)", "ALPHA")
+    cutmix: float = _opt(0.0, "CutMix: alpha of the Beta distribution of the pasted area (0: off; timm's 1.0)", "ALPHA")
+    mix_prob: float = _opt(1.0, "probability that a batch is mixed (MixUp or CutMix)", "P")
+    mix_switch_prob: float = _opt(0.5, "with both --mixup and --cutmix: probability that a batch uses CutMix", "P")
+    auto_augment: str | None = _opt(None, f"augmentation policy for image folders: {', '.join(AUTO_AUGMENTS)} (torchvision.transforms.v2)", "POLICY")
+    checkpoint_every_steps: int = _opt(0, "also write the resumable state every N optimizer steps, inside epochs (0: at epoch ends only)", "N")
+    keep_checkpoints: int = _opt(2, "how many of the newest step checkpoints are kept", "K")
 
     def __new__(cls, *args, **given):
         """Remembers which fields were given: a given value equal to the default still counts."""
@@ -272,10 +287,15 @@ def resolve(config=None, *, defaults: dict | None = None, **overrides) -> TrainC
     """
     explicit = explicit_options(config, **overrides)
     options = {k: typed(k, v) for k, v in (defaults or {}).items()}
+    auto = explicit.get("resume") == AUTO_RESUME  # engine.train finds the folder's checkpoint, if any
+    if auto:
+        explicit["resume"] = None
     if explicit.get("resume"):
         options.update({k: typed(k, v) for k, v in saved_config(explicit["resume"]).items()})
     elif explicit.get("recipe"):
         options.update({k: typed(k, v) for k, v in load_recipe(explicit["recipe"]).items()})
+    if auto:
+        explicit["resume"] = AUTO_RESUME
     resolved = TrainConfig(**{**TrainConfig().to_dict(), **options, **explicit})
     check(resolved)
     return resolved
@@ -337,3 +357,31 @@ def check(c: TrainConfig) -> None:
     need(c.std is None or min(c.std) > 0, "--std values must be positive")
     need(isinstance(c.model_args, dict), "model_args must be a mapping of option names to values")
     need(not (c.pretrained and c.weights), "pass either --pretrained or --weights, not both")
+    check_timm_options(c)
+
+
+def check_timm_options(c: TrainConfig) -> None:
+    """Refuses bad values of the averaging, accumulation, mixing and step-checkpoint options."""
+    def need(ok: bool, message: str):
+        if not ok:
+            raise ConfigError(message)
+
+    need(c.model_ema is None or 0 < c.model_ema < 1,
+         f"--model-ema must be a decay between 0 and 1, got {c.model_ema}: for instance --model-ema 0.9998")
+    need(c.best_of in BEST_OF, f"--best-of must be one of {', '.join(BEST_OF)}, got '{c.best_of}'")
+    need(c.best_of != "ema" or c.model_ema is not None, "--best-of ema needs --model-ema DECAY")
+    need(c.grad_accum_steps >= 1, f"--grad-accum-steps must be at least 1, got {c.grad_accum_steps}")
+    for key in ("mixup", "cutmix"):
+        value = getattr(c, key)
+        need(value >= 0 and math.isfinite(value), f"--{key} must be 0 (off) or a positive alpha, got {value}: "
+                                                  f"for instance --{key} {0.8 if key == 'mixup' else 1.0}")
+    for key in ("mix_prob", "mix_switch_prob"):
+        value = getattr(c, key)
+        need(0 <= value <= 1, f"--{key.replace('_', '-')} must be a probability in [0, 1], got {value}")
+    need(c.auto_augment in (None, *AUTO_AUGMENTS),
+         f"unknown --auto-augment '{c.auto_augment}': choose one of {', '.join(AUTO_AUGMENTS)}")
+    need(c.checkpoint_every_steps >= 0,
+         f"--checkpoint-every-steps must be 0 (off) or more, got {c.checkpoint_every_steps}")
+    need(c.keep_checkpoints >= 1, f"--keep-checkpoints must be at least 1, got {c.keep_checkpoints}")
+    need(c.resume != AUTO_RESUME or bool(c.name),
+         "--resume auto continues the run folder of a fixed name: pass --name NAME too")

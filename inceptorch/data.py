@@ -148,6 +148,7 @@ class Batches:
     seed: int = 0
     rank: int = 0
     world: int = 1
+    accumulate: int = 1  # micro-batches per optimizer step: an epoch holds whole steps only
     epoch: int = 0
     warned: set = field(default_factory=set)
 
@@ -155,8 +156,8 @@ class Batches:
         self.epoch = epoch
 
     def indices(self) -> torch.Tensor:
-        return shard(len(self.split), self.batch_size * self.world, shuffle=self.train, seed=self.seed,
-                     epoch=self.epoch, rank=self.rank, world=self.world)
+        return shard(len(self.split), self.batch_size * self.world * self.accumulate, shuffle=self.train,
+                     seed=self.seed, epoch=self.epoch, rank=self.rank, world=self.world)
 
     def __len__(self) -> int:
         return math.ceil(len(self.indices()) / self.batch_size)
@@ -315,11 +316,17 @@ def loaders(source: Source, prep: Preprocessing, config, *, rank=0, world=1, dev
         raise ConfigError(f"--batch-size {config.batch_size} does not split evenly over {world} processes: "
                           f"use a multiple of {world}")
     augment = tuple(a for a in config.augment.split(",") if a)
+    if config.auto_augment:
+        augment += (config.auto_augment,)
     result = {}
     for name in splits or source.splits:
         split = source.splits[name]
         common = {"batch_size": config.batch_size // world, "train": name == "train", "augment": augment,
-                  "seed": config.seed, "rank": rank, "world": world}
+                  "seed": config.seed, "rank": rank, "world": world,
+                  "accumulate": config.grad_accum_steps if name == "train" else 1}
+        if split.images is not None and config.auto_augment:
+            raise ConfigError(f"--auto-augment applies to image folders, and {source.name} is held in memory as "
+                              "small images: use --augment flip,crop,erase for it, or leave --auto-augment out")
         if split.images is not None:
             result[name] = TensorBatches(split, prep, device=device, **common)
         else:

@@ -10,6 +10,7 @@ import logging
 import math
 import sys
 import time
+from contextlib import nullcontext
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -19,9 +20,12 @@ from torch import nn
 
 from . import data as datasets
 from . import runs, sources, transfer
-from .config import TrainConfig, explicit_options, load_recipe, resolve
-from .errors import ConfigError, DataError, TrainingError
+from .checkpoints import every_process, restore_parts, restore_rng, rng_state, saved_parts
+from .config import AUTO_RESUME, TrainConfig, explicit_options, load_recipe, resolve
+from .ema import ModelEma
+from .errors import ConfigError, DataError
 from .images import Preprocessing
+from .mixing import Mixing
 from .models import create_model, default_cfg, load_model
 from .models.cfgs import trained_cfg
 from .training import (
@@ -29,16 +33,21 @@ from .training import (
     CtrlC,
     Processes,
     TrainingInterrupted,
-    WithAux,
     autocast_dtype,
+    best_key,
     classification_report,
+    diverged,
     evaluate_batches,
     lr_factor,
     make_optimizer,
+    optimizer_step,
     pick_device,
     progress,
     start_processes,
+    sync_batch_norm,
+    training_forward,
     training_loss,
+    validation_scores,
 )
 from .weights import read_metadata
 
@@ -79,22 +88,25 @@ def _say(line: str, run, quiet: bool) -> None:
             print(line, flush=True)
 
 
-def best_scored(history: list[dict]) -> dict | None:
+def best_scored(history: list[dict], key: str = "val_acc") -> dict | None:
     """The validated epoch of ``history`` with the highest accuracy (the first of equals), whose weights
-    best.safetensors holds; None before any epoch was validated."""
-    return max((row for row in history if row["val_acc"] is not None), key=lambda row: row["val_acc"], default=None)
+    best.safetensors holds; None before any epoch was validated. ``key``: ema_val_acc where the best is
+    chosen on the averaged weights."""
+    return max((row for row in history if row[key] is not None), key=lambda row: row[key], default=None)
 
 
-def _load_keeping_hyperparameters(optimizer, schedule, state: dict) -> None:
-    """Loads a resumed run's optimizer and schedule state (momentum buffers, step count), keeping the
-    learning rates, momentum and weight decay that ``config`` now asks for: the saved ones are those
-    of the run's first part, and a resumed run may be given others (``--resume RUN --lr 0.05``)."""
+
+def _keeping_hyperparameters(optimizer, schedule, restore):
+    """Runs ``restore``, which loads a resumed run's optimizer and schedule state (momentum buffers,
+    step count), keeping the learning rates, momentum and weight decay that ``config`` now asks for:
+    the saved ones are those of the run's first part, and a resumed run may be given others
+    (``--resume RUN --lr 0.05``). Returns what ``restore`` returns."""
     chosen = [{k: v for k, v in group.items() if k != "params"} for group in optimizer.param_groups]
-    optimizer.load_state_dict(state["optimizer"])
-    schedule.load_state_dict(state["schedule"])
+    restored = restore()
     schedule.base_lrs = [group["initial_lr"] for group in chosen]
     for group, settings, factor in zip(optimizer.param_groups, chosen, schedule.lr_lambdas):
         group.update(settings, lr=settings["initial_lr"] * factor(schedule.last_epoch))
+    return restored
 
 
 def fit(model, loaders: dict, config: TrainConfig, run: "runs.Run | None" = None, *,
@@ -117,48 +129,49 @@ def fit(model, loaders: dict, config: TrainConfig, run: "runs.Run | None" = None
     if frozen != "none":
         transfer.freeze(model, frozen)  # the first phase: the optimizer sees what it trains, and what comes later
     optimizer = make_optimizer(model, config)
-    steps_per_epoch = len(train_batches)
+    accumulate = config.grad_accum_steps
+    steps_per_epoch = math.ceil(len(train_batches) / accumulate)  # optimizer steps; batches are micro-batches
     total_steps = config.epochs * steps_per_epoch
     schedule = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda step: lr_factor(step, total_steps, config, steps_per_epoch))
     amp_dtype = autocast_dtype(config, device)
     scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
+    mixing = Mixing(config.mixup, config.cutmix, config.mix_prob, config.mix_switch_prob) \
+        if config.mixup or config.cutmix else None
     history, start_epoch, partial = [], 0, None
+    ema = ModelEma(model, config.model_ema) if config.model_ema else None
+    parts = {"model": model, "optimizer": optimizer, "schedule": schedule, "scaler": scaler, "ema": ema}
     if state is not None:
-        model.load_state_dict(state["model"])
-        _load_keeping_hyperparameters(optimizer, schedule, state)
-        scaler.load_state_dict(state["scaler"])
-        history, start_epoch = state["history"], state["epoch"]
-        partial = state.get("partial")  # set when Ctrl-C stopped the run inside an epoch
+        history, start_epoch, partial = _keeping_hyperparameters(  # partial: inside an epoch
+            optimizer, schedule, lambda: restore_parts(state, parts))
         log.info("resuming %s after epoch %d of %d%s", run.dir if run else "", start_epoch, config.epochs,
                  f" and {partial['batches']} batches of epoch {start_epoch + 1}" if partial else "")
-
-    def wrapped():
-        """The training forward, compiled and distributed as asked. DDP learns which parameters need
-        gradients when it is built, so a phase that frees more of them builds it again."""
-        forward = WithAux(model)
-        if config.compile:
-            forward = torch.compile(forward)
-        if processes.world > 1:
-            forward = nn.parallel.DistributedDataParallel(forward,
-                                                          device_ids=[device] if device.type == "cuda" else None)
-        return forward
+        if state.get("world", processes.world) != processes.world:
+            _say(f"resuming with {processes.world} processes instead of {state['world']}: the data order and "
+                 "random draws from here on differ from an unbroken run's", run, quiet=False)
+    best_on = best_key(config)
 
     def resume_state(finished_epochs: int, partial: dict | None = None) -> dict:
         """What ``--resume`` needs, after a finished epoch or (``partial``) inside the next one."""
-        return {"epoch": finished_epochs, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                "schedule": schedule.state_dict(), "scaler": scaler.state_dict(), "history": history,
-                "partial": partial}
+        return {"epoch": finished_epochs, "step": step, "world": processes.world, "history": history,
+                "partial": partial, **saved_parts(parts)}
 
-    forward = wrapped()
-    step = start_epoch * steps_per_epoch
+    def position(batch: int) -> dict:
+        """Where inside the epoch a saved state stands: the next batch, the running sums, and every process's
+        own count of right answers and random state (a collective: every process calls it)."""
+        own = {"correct": correct.item(), "rng": rng_state()}
+        return {"batches": batch, "loss_sum": loss_sum, "seen": seen,
+                "processes": every_process(processes.world, own)}
+
+    forward = training_forward(model, config, processes, device)
+    step = state.get("step", start_epoch * steps_per_epoch) if state is not None else 0
 
     for epoch in range(start_epoch, config.epochs):
         if transfer.frozen_part(config, epoch) != frozen:
             frozen = transfer.frozen_part(config, epoch)
             _say(f"epoch {epoch + 1}: training the whole model from now on", run, quiet=config.quiet)
             transfer.freeze(model, frozen)
-            forward = wrapped()
+            forward = training_forward(model, config, processes, device)  # DDP: for the parameters now freed
         torch.manual_seed(datasets.epoch_seed(config.seed, epoch, processes.rank + 1))  # dropout and the like
         train_batches.set_epoch(epoch)
         smaller = config.progressive_size if epoch < config.progressive_epochs else None  # None: full size
@@ -166,20 +179,24 @@ def fit(model, loaders: dict, config: TrainConfig, run: "runs.Run | None" = None
         started = time.perf_counter()
         loss_sum, correct, seen = 0.0, torch.zeros((), dtype=torch.long, device=device), 0
         done = partial["batches"] if partial else 0
-        bar = progress(len(train_batches), f"epoch {epoch + 1}/{config.epochs}",
-                        processes.main and not config.quiet and sys.stderr.isatty())
+        batches = len(train_batches)
+        bar = progress(batches, f"epoch {epoch + 1}/{config.epochs}",
+                       processes.main and not config.quiet and sys.stderr.isatty())
+        optimizer.zero_grad(set_to_none=True)
         for batch, (x, y) in enumerate(train_batches):
             if batch < done:
                 continue  # replayed, not trained: the epoch's augmentation draws stay those of an unbroken run
-            if partial is not None:  # the step where Ctrl-C stopped the run: its sums and random state
+            if partial is not None:  # the step where Ctrl-C or a step checkpoint saved the run
                 loss_sum, seen = partial["loss_sum"], partial["seen"]
-                correct.fill_(partial["correct"])
-                torch.set_rng_state(partial["rng"])
-                step, partial = step + done, None
-            if stop is not None and stop.agreed(processes, device):
+                if state.get("world", processes.world) == processes.world:  # else the sums restart
+                    correct.fill_(partial["processes"][processes.rank]["correct"])
+                    restore_rng(partial["processes"][processes.rank]["rng"])
+                partial = None
+                _say(f"resumed at step {step} (epoch {epoch + 1}, batch {batch + 1})", run, quiet=config.quiet)
+            if batch % accumulate == 0 and stop is not None and stop.agreed(processes, device):
+                saved_position = position(batch)
                 if run is not None:
-                    run.save_state(resume_state(epoch, {"batches": batch, "loss_sum": loss_sum, "seen": seen,
-                                                        "correct": correct.item(), "rng": torch.get_rng_state()}))
+                    run.save_state(resume_state(epoch, saved_position))
                 saved = f"the state was saved in {run.dir}; continue with: inceptorch train --resume {run.dir}" \
                     if run else "process 0 saved the state"
                 raise TrainingInterrupted(f"interrupted (Ctrl-C) at step {step + 1} (epoch {epoch + 1}, batch "
@@ -188,32 +205,36 @@ def fit(model, loaders: dict, config: TrainConfig, run: "runs.Run | None" = None
             y = y.to(device, non_blocking=True)
             if smaller:
                 x = datasets.resized(x, smaller)
-            with torch.autocast(device.type, dtype=amp_dtype or torch.bfloat16,
-                                enabled=amp_dtype is not None):
-                logits, aux_logits = forward(x)
-                loss = training_loss(logits, aux_logits, y, aux_weight, config.label_smoothing)
-            step_loss = (processes.sum(loss.detach()) / processes.world).item()
-            if not math.isfinite(step_loss):
-                where = f", {run.dir / 'last.safetensors'}," if run else ""
-                kept = (f"the last good checkpoint{where} (epoch {len(history)}) is kept" if history
-                        else "no epoch had finished, so no checkpoint was written")
-                raise TrainingError(f"the loss became {step_loss} at step {step + 1} (epoch {epoch + 1}, "
-                                    f"batch {batch + 1}, learning rate {schedule.get_last_lr()[0]:.3g}): "
-                                    f"training stopped and {kept}; lower the learning rate, for instance "
-                                    f"--lr {config.lr / 10:g}")
-            optimizer.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            if config.grad_clip:
-                scaler.unscale_(optimizer)
-                nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
-            scaler.step(optimizer)
-            scaler.update()
-            schedule.step()
-            step += 1
+            target = y
+            if mixing is not None:  # the draws depend on (seed, epoch, batch) alone
+                x, target = mixing(x, y, model.num_classes, datasets.epoch_seed(config.seed, epoch, 0) + batch)
+            last_micro = (batch + 1) % accumulate == 0 or batch + 1 == batches
+            in_step = min(accumulate, batches - batch // accumulate * accumulate)  # micro-batches of this step
+            # DDP all-reduces the gradients in the backward of the step's last micro-batch only
+            no_sync = forward.no_sync() if processes.world > 1 and not last_micro else nullcontext()
+            with no_sync:
+                with torch.autocast(device.type, dtype=amp_dtype or torch.bfloat16,
+                                    enabled=amp_dtype is not None):
+                    logits, aux_logits = forward(x)
+                    loss = training_loss(logits, aux_logits, target, aux_weight, config.label_smoothing)
+                step_loss = (processes.sum(loss.detach()) / processes.world).item()
+                if not math.isfinite(step_loss):
+                    raise diverged(step_loss, step, epoch, batch, schedule.get_last_lr()[0], config, run, history)
+                scaler.scale(loss / in_step).backward()
+            if last_micro:
+                optimizer_step(optimizer, scaler, schedule, model, config.grad_clip)
+                step += 1
+                if ema is not None:
+                    ema.update(model, step)
 
             loss_sum += step_loss * len(y)
-            correct += (logits.argmax(1) == y).sum()
+            correct += (logits.argmax(1) == (target.argmax(1) if target.dim() > 1 else y)).sum()  # mixed: dominant
             seen += len(y)
+            every = config.checkpoint_every_steps
+            if last_micro and every and step % every == 0 and batch + 1 < batches:
+                saved_position = position(batch + 1)
+                if run is not None:
+                    run.save_step(resume_state(epoch, saved_position), config.keep_checkpoints)
             bar.update()
             if bar.n % 10 == 0 or bar.n == bar.total:
                 elapsed = time.perf_counter() - started
@@ -224,21 +245,23 @@ def fit(model, loaders: dict, config: TrainConfig, run: "runs.Run | None" = None
         totals = processes.sum(torch.tensor([correct.item(), seen], dtype=torch.float64, device=device))
         totals = totals.tolist()
         scored = val_batches is not None and config.validates_after(epoch + 1)
-        val = evaluate_batches(model, val_batches, model.num_classes, device, processes, amp_dtype,
-                               config.test_flip) if scored else {"loss": None, "acc": None}
+        val = validation_scores(model, ema, val_batches, scored, device, processes, amp_dtype, config.test_flip)
+        confusion = val.pop("confusion")
         row = {"epoch": epoch + 1, "train_loss": loss_sum / max(seen, 1),
-               "train_acc": totals[0] / max(totals[1], 1), "val_loss": val["loss"], "val_acc": val["acc"],
-               "lr": optimizer.param_groups[0]["lr"],
+               "train_acc": totals[0] / max(totals[1], 1), **val, "lr": optimizer.param_groups[0]["lr"],
                "images_per_s": totals[1] / train_seconds, "seconds": time.perf_counter() - started}
-        best = best_scored(history)
-        improved = scored and (best is None or row["val_acc"] > best["val_acc"])
+        best = best_scored(history, best_on)
+        improved = scored and (best is None or row[best_on] > best[best_on])
         history.append(row)
         if run is not None:
-            scores = {"val_acc": val["acc"]} if scored else {}
+            scores = {"val_acc": val["val_acc"]} if scored else {}
             saved_with = {**(metadata or {}), "epoch": epoch + 1, **scores}
-            run.save_checkpoint(model, resume_state(epoch + 1), saved_with, improved)
+            run.save_checkpoint(model, resume_state(epoch + 1), saved_with, improved, ema and ema.module,
+                                best_is_ema=best_on == "ema_val_acc")
             run.log_epoch(history)
         val_text = f"  val acc {row['val_acc']:.3f}" if scored else "  not validated" if val_batches else ""
+        if ema is not None and scored:
+            val_text += f"  ema val acc {row['ema_val_acc']:.3f}"
         at_size = f"  at {smaller}x{smaller}" if smaller else ""
         line = (f"epoch {epoch + 1}/{config.epochs}{at_size}  loss {row['train_loss']:.3f}  "
                 f"train acc {row['train_acc']:.3f}{val_text}  "
@@ -246,7 +269,7 @@ def fit(model, loaders: dict, config: TrainConfig, run: "runs.Run | None" = None
         _say(line, run, quiet=config.quiet)
 
     if run is not None and start_epoch < config.epochs:
-        run.finish(history, classification_report(val["confusion"], classes) if val_batches else None)
+        run.finish(history, classification_report(confusion, classes) if val_batches else None)
     return history
 
 
@@ -289,6 +312,8 @@ def train(config: TrainConfig | dict | None = None, **options) -> TrainResult:
     >>> inceptorch.train({"model": "mnist_inception", "data": "mnist", "data_root": "../shared/data"})
     """
     config = resolve(config, **options)
+    if config.resume == AUTO_RESUME and runs.has_checkpoint(Path(config.out_dir) / config.name):
+        config = resolve(replace(config, resume=str(Path(config.out_dir) / config.name)))
     if config.ensemble > 1:
         raise ConfigError(f"ensemble: {config.ensemble} trains with inceptorch.train_ensemble, as the train "
                           "command does; train() trains one model")
@@ -298,11 +323,12 @@ def train(config: TrainConfig | dict | None = None, **options) -> TrainResult:
         torch.manual_seed(config.seed)
         source = sources.open_source(config)
         model = build_model(config, source.classes, config.in_chans or source.channels)
+        model = sync_batch_norm(model, config, processes, device)
         config = transfer.start_from_checkpoint(config, model)
         prep = datasets.preprocessing(source, model, config)
         loaders = datasets.loaders(source, prep, config, rank=processes.rank, world=processes.world,
                                    device=device)
-        state = runs.load_state(config.resume) if config.resume else None
+        state = runs.load_state(config.resume) if config.resume not in (None, AUTO_RESUME) else None
         run = runs.Run(config) if processes.main else None
         try:
             params = sum(p.numel() for p in model.parameters())
@@ -325,8 +351,9 @@ def train(config: TrainConfig | dict | None = None, **options) -> TrainResult:
     finally:
         if started:
             dist.destroy_process_group()
-    best = best_scored(history) or {"val_acc": None, "epoch": None}
-    return TrainResult(run.dir if run else None, history[-1], best["val_acc"], best["epoch"], history)
+    key = best_key(config)  # the accuracy of the weights best.safetensors holds
+    best = best_scored(history, key) or {key: None, "epoch": None}
+    return TrainResult(run.dir if run else None, history[-1], best[key], best["epoch"], history)
 
 
 def evaluate(model=None, data: str | None = None, *, split: str = "val", data_root: str | None = None,

@@ -139,7 +139,13 @@ class Preprocessing:
             steps = [v2.Resize(self.resize, interpolation=interpolation, antialias=True), v2.CenterCrop(self.crop)]
         if "flip" in augment:
             steps.append(v2.RandomHorizontalFlip())
-        steps += [v2.ToImage(), v2.ToDtype(torch.float32, scale=True)]
+        steps.append(v2.ToImage())
+        # --auto-augment: torchvision's policies draw from torch's global generator, which ImageFiles seeds
+        # for each image from (seed, epoch, index), so they keep the same draws for any number of processes
+        policies = {"randaugment": v2.RandAugment, "trivialaugment": v2.TrivialAugmentWide, "augmix": v2.AugMix,
+                    "autoaugment": v2.AutoAugment}
+        steps += [policies[name](interpolation=interpolation) for name in augment if name in policies]
+        steps.append(v2.ToDtype(torch.float32, scale=True))
         if normalize:
             steps.append(v2.Normalize(self.mean, self.std))
         if "erase" in augment:

@@ -4,22 +4,22 @@ leaves it torn.
 ``runs/<name>/`` holds config.json (the resolved options), metrics.csv and metrics.json (one row per
 epoch), TensorBoard event files, curves.png, confusion.png and per_class.json (validation), train.log,
 ``last.safetensors`` and ``best.safetensors`` (weights with the metadata that ``load_model`` needs), and
-``last.state.pt``, the one file ``--resume`` reads: model, optimizer, scheduler and loss-scaler states,
-epoch and metrics history, written last and atomically, so that it always describes a finished epoch.
+``last.state.pt``: model, optimizer, scheduler and loss-scaler states, epoch and metrics history,
+written last and atomically, so that it always describes a finished epoch. ``--resume`` reads it, or
+the newest step checkpoint (``checkpoints``) where one is further on; with ``--model-ema``,
+``ema.safetensors`` holds the averaged weights.
 """
 
 import csv
 import io
 import json
 import logging
-import pickle
 import time
-import zipfile
 from contextlib import contextmanager
 from pathlib import Path
 
-import torch
-
+from . import checkpoints
+from .config import AUTO_RESUME
 from .errors import CheckpointError, ConfigError, TrainingError
 from .weights import save_weights, write_atomically
 
@@ -66,9 +66,9 @@ class Run:
 
     def __init__(self, config):
         if config.resume:
-            self.dir = Path(config.resume)
-            for stale in self.dir.glob(".*.tmp"):  # a process killed while writing left them
-                stale.unlink()
+            self.dir = Path(config.out_dir) / config.name if config.resume == AUTO_RESUME else Path(config.resume)
+            for stale in [*self.dir.glob(".*.tmp"), *(self.dir / checkpoints.STEP_DIR).glob(".*.tmp")]:
+                stale.unlink()  # a process killed while writing left them
             _check_writable(self.dir)
         else:
             self.dir = new_run_dir(config)
@@ -105,16 +105,27 @@ class Run:
             _plot_curves(history, self.dir / "curves.png")
             self._plotted = time.monotonic()
 
-    def save_checkpoint(self, model, state: dict, metadata: dict, best: bool) -> None:
-        """Weights (last, and best when it improved), then the resume state, which commits the epoch.
+    def save_checkpoint(self, model, state: dict, metadata: dict, best: bool, ema=None, best_is_ema=False
+                        ) -> None:
+        """Weights (last, ema with ``ema``, and best when it improved: the raw weights or, with
+        ``best_is_ema``, the averaged ones), then the resume state, which commits the epoch.
 
         A failed write (a full disk) leaves every file as it was before that write: the error says so.
         """
         with self._disk_errors(f"the checkpoint of epoch {state['epoch']}"):
             save_weights(model, self.dir / "last.safetensors", metadata)
+            if ema is not None:
+                save_weights(ema, self.dir / "ema.safetensors", {**metadata, "averaged": "ema"})
             if best:
-                save_weights(model, self.dir / "best.safetensors", metadata)
+                best_is_ema = best_is_ema and ema is not None
+                save_weights(ema if best_is_ema else model, self.dir / "best.safetensors",
+                             {**metadata, "averaged": "ema"} if best_is_ema else metadata)
             self.save_state(state)
+
+    def save_step(self, state: dict, keep: int) -> None:
+        """A step checkpoint (``--checkpoint-every-steps``), the newest ``keep`` of them kept."""
+        with self._disk_errors(f"the checkpoint of step {state['step']}"):
+            checkpoints.save_step(self.dir, state, keep)
 
     @contextmanager
     def _disk_errors(self, what: str):
@@ -128,9 +139,7 @@ class Run:
 
     def save_state(self, state: dict) -> None:
         """The resume state alone (Ctrl-C inside an epoch: the weights files keep the last whole epoch)."""
-        buffer = io.BytesIO()
-        torch.save(state, buffer)
-        write_atomically(self.dir / STATE_FILE, buffer.getvalue())
+        checkpoints.write_state(self.dir / STATE_FILE, state)
 
     def finish(self, history: list[dict], report: dict | None) -> None:
         """The final curves.png, and per_class.json and confusion.png for the validation set (where
@@ -153,17 +162,21 @@ class Run:
         self.log_handler.close()
 
 
+def has_checkpoint(run_dir) -> bool:
+    """Whether a run folder holds a complete checkpoint to resume from (an epoch's or a step's)."""
+    return (Path(run_dir) / STATE_FILE).is_file() or bool(checkpoints.step_files(run_dir))
+
+
 def load_state(run_dir) -> dict:
-    """The resume state of a run folder, read without running any code (``weights_only``)."""
-    path = Path(run_dir) / STATE_FILE
-    if not path.is_file():
+    """The newest resume state of a run folder, the last epoch's or a later step checkpoint, read without
+    running any code (``weights_only``)."""
+    if not has_checkpoint(run_dir):
         raise CheckpointError(f"{run_dir} has no checkpoint ({STATE_FILE}) to resume from: it ended before "
                               "its first epoch finished; start it again without --resume")
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, OSError, EOFError, ValueError, zipfile.BadZipFile) as e:
-        raise CheckpointError(f"{path} cannot be read ({type(e).__name__}: {str(e).splitlines()[0][:100]}): "
-                              "the run cannot be resumed from it") from None
+    path = Path(run_dir) / STATE_FILE
+    epoch_state = checkpoints.read_state(path) if path.is_file() else None
+    done = -1 if epoch_state is None else epoch_state.get("step", -1)
+    return checkpoints.newest_step_state(run_dir, done) or epoch_state
 
 
 def _figure(*args, **kwargs):

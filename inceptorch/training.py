@@ -20,6 +20,7 @@ from tqdm import tqdm
 from .config import TrainConfig
 from .cpu import fast_bf16
 from .errors import ConfigError, TrainingError
+from .optimizers import RMSpropTF
 
 
 @dataclass
@@ -108,6 +109,8 @@ def make_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimiz
         return torch.optim.Adam(groups, lr=config.lr)
     if config.optimizer == "adamw":
         return torch.optim.AdamW(groups, lr=config.lr)
+    if config.optimizer == "rmsproptf":  # the Inception v3 paper's: epsilon inside the square root
+        return RMSpropTF(groups, lr=config.lr, alpha=0.9, eps=1.0, momentum=config.momentum)
     # Inception v3's RMSProp: decay 0.9, epsilon 1.0
     return torch.optim.RMSprop(groups, lr=config.lr, alpha=0.9, eps=1.0, momentum=config.momentum)
 
@@ -133,11 +136,36 @@ def lr_factor(step: int, total: int, config: TrainConfig, steps_per_epoch: int) 
 def training_loss(logits, aux_logits, target, aux_weight: float, label_smoothing: float = 0.0
                   ) -> torch.Tensor:
     """Cross-entropy of the main head plus ``aux_weight`` times that of each auxiliary head (GoogLeNet's
-    0.3, Inception v3's 0.4), computed in float32 even under autocast."""
+    0.3, Inception v3's 0.4), computed in float32 even under autocast. ``target``: class indices, or
+    class probabilities (MixUp, CutMix), smoothed either way."""
     loss = F.cross_entropy(logits.float(), target, label_smoothing=label_smoothing)
     for aux in aux_logits:
         loss = loss + aux_weight * F.cross_entropy(aux.float(), target, label_smoothing=label_smoothing)
     return loss
+
+
+def sync_batch_norm(model: nn.Module, config: TrainConfig, processes: Processes, device: torch.device
+                    ) -> nn.Module:
+    """``--sync-bn``: batch-norm statistics over the global batch, for runs whose per-process batches are
+    small. PyTorch's SyncBatchNorm runs on CUDA only, so elsewhere the option is refused."""
+    if not config.sync_bn:
+        return model
+    if processes.world == 1 or device.type != "cuda":
+        where = "a single process" if processes.world == 1 else f"{device.type.upper()} processes"
+        raise ConfigError(f"--sync-bn synchronizes batch norm across the GPU processes of a torchrun run, but "
+                          f"this run has {where}: leave --sync-bn out, or run under torchrun with --device cuda")
+    return nn.SyncBatchNorm.convert_sync_batchnorm(model)
+
+
+def optimizer_step(optimizer, scaler, schedule, model: nn.Module, grad_clip: float) -> None:
+    """One step from the accumulated gradients: unscaled and clipped where asked, then cleared."""
+    if grad_clip:
+        scaler.unscale_(optimizer)
+        nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+    scaler.step(optimizer)
+    scaler.update()
+    optimizer.zero_grad(set_to_none=True)
+    schedule.step()
 
 
 def classification_report(confusion: torch.Tensor, classes: list[str]) -> dict:
@@ -196,6 +224,22 @@ class WithAux(nn.Module):
         return self.model.forward_with_aux(x)
 
 
+def training_forward(model: nn.Module, config: TrainConfig, processes: Processes, device: torch.device):
+    """The training forward, compiled and distributed as asked. DDP learns which parameters need gradients
+    when it is built, so a phase that frees more of them builds it again."""
+    forward = WithAux(model)
+    if config.compile:
+        forward = torch.compile(forward)
+    if processes.world > 1:
+        forward = nn.parallel.DistributedDataParallel(forward, device_ids=[device] if device.type == "cuda" else None)
+    return forward
+
+
+def best_key(config: TrainConfig) -> str:
+    """The metric best.safetensors is chosen on: the averaged weights' with --model-ema, unless told raw."""
+    return "ema_val_acc" if config.model_ema and config.best_of != "raw" else "val_acc"
+
+
 def autocast_dtype(config: TrainConfig, device: torch.device, cpu_flags=None):
     """The dtype of autocast, or None for float32. ``amp: auto`` is mixed precision where the hardware
     has it natively, a GPU or a CPU with AVX512-BF16 or AMX (``cpu_flags``: this CPU's by default);
@@ -221,9 +265,40 @@ def start_processes(config: TrainConfig) -> tuple[Processes, torch.device, bool]
     device = pick_device(config.device, int(os.environ.get("LOCAL_RANK", "0")))
     started = False
     if world > 1 and not dist.is_initialized():
-        dist.init_process_group("nccl" if device.type == "cuda" else "gloo",
-                                timeout=timedelta(seconds=config.dist_timeout))
+        timeout = timedelta(seconds=config.dist_timeout)
+        store, rank, world = next(dist.rendezvous("env://", timeout=timeout))
+        # torchrun's agent keeps one store across restarts of its workers (--max-restarts), holding the
+        # addresses the killed processes published: gloo would connect to those and fail, so each attempt
+        # of the group keeps its keys under a prefix of its own
+        attempt = dist.PrefixStore(f"inceptorch-attempt-{os.environ.get('TORCHELASTIC_RESTART_COUNT', '0')}", store)
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo", store=attempt, rank=rank,
+                                world_size=world, timeout=timeout)
         started = True
     if world > 1:
         return Processes(dist.get_rank(), dist.get_world_size()), device, started
     return Processes(), device, started
+
+
+def diverged(loss: float, step: int, epoch: int, batch: int, lr: float, config, run, history) -> TrainingError:
+    """The error of a non-finite loss: where it happened, what was kept, and the fix."""
+    where = f", {run.dir / 'last.safetensors'}," if run else ""
+    kept = (f"the last good checkpoint{where} (epoch {len(history)}) is kept" if history
+            else "no epoch had finished, so no checkpoint was written")
+    return TrainingError(f"the loss became {loss} at step {step + 1} (epoch {epoch + 1}, batch {batch + 1}, "
+                         f"learning rate {lr:.3g}): training stopped and {kept}; lower the learning rate, for "
+                         f"instance --lr {config.lr / 10:g}")
+
+
+def validation_scores(model, ema, val_batches, scored: bool, device, processes, amp_dtype, flip: bool) -> dict:
+    """Validation loss and accuracy of the weights, and of their average with --model-ema (None when the
+    epoch is not scored)."""
+    def score(net):
+        return evaluate_batches(net, val_batches, net.num_classes, device, processes, amp_dtype, flip) \
+            if scored else {"loss": None, "acc": None, "confusion": None}
+
+    val = score(model)
+    row = {"val_loss": val["loss"], "val_acc": val["acc"], "confusion": val["confusion"]}
+    if ema is not None:  # the averaged weights, scored beside the raw ones
+        averaged = score(ema.module)
+        row.update(ema_val_loss=averaged["loss"], ema_val_acc=averaged["acc"])
+    return row

@@ -10,6 +10,7 @@ import json
 import logging
 import os
 import pickle
+import signal
 import tempfile
 from pathlib import Path
 
@@ -33,6 +34,11 @@ def _umask() -> int:
     return mask
 
 
+# Test hook: a process writing the file of this name is SIGKILLed after the temporary file is complete and
+# before its rename, the moment a kill is most likely to hurt (tests/test_elastic.py).
+KILL_BEFORE_RENAME = "INCEPTORCH_TEST_KILL_BEFORE_RENAME"
+
+
 def write_atomically(path, data: bytes) -> None:
     """Writes ``data`` to ``path`` so that a reader sees the old file or the new one, never a torn one."""
     path = Path(path)
@@ -43,6 +49,8 @@ def write_atomically(path, data: bytes) -> None:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
+        if os.environ.get(KILL_BEFORE_RENAME) == path.name:  # the reliability tests' kill during a write
+            os.kill(os.getpid(), signal.SIGKILL)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
