@@ -8,7 +8,8 @@ or facenet-pytorch already fetched are never fetched again:
 - torchvision's: torch.hub's cache, ``$TORCH_HOME/hub/checkpoints/<file>`` (``~/.cache/torch``);
 - timm's: the Hugging Face cache (``HF_HOME``, ``HF_HUB_CACHE``) through ``huggingface_hub``, or a
   hand-downloaded file in torch.hub's cache named ``<model>.<tag>.safetensors``;
-- facenet-pytorch's: ``$TORCH_HOME/checkpoints/<file>``, where facenet-pytorch keeps them.
+- facenet-pytorch's: ``$TORCH_HOME/checkpoints/<file>``, where facenet-pytorch keeps them;
+- the FID Inception's: torch.hub's cache, under pytorch-fid's file name or torch-fidelity's.
 
 Downloads show a progress bar, go to a temporary file beside the cached one and are renamed only
 once complete and, where the publisher gives a hash, once it matches: a failed download leaves the
@@ -48,7 +49,7 @@ _HALF = (0.5, 0.5, 0.5)
 
 @dataclass(frozen=True)
 class WeightsTag:
-    """One published checkpoint of one model. ``source`` is ``torchvision``, ``timm`` or ``facenet``;
+    """One published checkpoint of one model. ``source`` is ``torchvision``, ``timm``, ``facenet`` or ``pytorch-fid``;
     ``location`` a URL, or for timm a Hugging Face repository."""
 
     model: str
@@ -64,6 +65,7 @@ class WeightsTag:
     hash_prefix: str | None = None  # leading hex digits of the file's sha256, where the publisher gives them
     options: dict = field(default_factory=dict)  # model options the checkpoint was made for
     untrained: tuple[str, ...] = ()  # heads the file carries but that were never trained
+    other_files: tuple[str, ...] = ()  # names other libraries cache the same file under, beside ``file``
     note: str = ""
 
     @property
@@ -113,6 +115,16 @@ def _facenet(tag, file, num_classes, size_mb) -> WeightsTag:
                       options={"layout": "facenet"}, note="face identities; num_classes=0 gives 512-d embeddings")
 
 
+def _fid() -> WeightsTag:
+    """pytorch-fid's port of TF's 2015-12-05 Inception v3; torch-fidelity publishes the same file (same sha256)."""
+    file = "pt_inception-2015-12-05-6726825d.pth"
+    url = f"https://github.com/mseitzer/pytorch-fid/releases/download/fid_weights/{file}"
+    prep = Preprocessing(crop=299, resize=299, mean=_HALF, std=_HALF)  # pytorch-fid: 299x299, 2x - 1
+    return WeightsTag("inception_v3_fid", "tf_in1k", "pytorch-fid", url, file, None, 91.2, "Apache-2.0", prep, 1008,
+                      hash_prefix="6726825d", other_files=("weights-inception-2015-12-05-6726825d.pth",),
+                      note="the Inception of FID, KID and IS (see: inceptorch fid); 1008 classes")
+
+
 _TIMM_299 = Preprocessing(crop=299, resize=341, mean=_HALF, std=_HALF, interpolation="bicubic")  # crop_pct 0.875
 _TIMM_IRV2 = replace(_TIMM_299, resize=333)  # crop_pct 0.8975
 
@@ -131,9 +143,11 @@ TAGS: dict[str, WeightsTag] = {t.name: t for t in (
           note="ensemble adversarial training"),
     _facenet("vggface2", "20180402-114759-vggface2.pt", 8631, 111.8),
     _facenet("casia-webface", "20180408-102900-casia-webface.pt", 10575, 115.7),
+    _fid(),
 )}
 DEFAULT_TAGS = {"googlenet": "tv_in1k", "inception_v3": "tv_in1k", "inception_v4": "tf_in1k",
-                "inception_resnet_v2": "tf_in1k", "inception_resnet_v1": "vggface2"}
+                "inception_resnet_v2": "tf_in1k", "inception_resnet_v1": "vggface2",
+                "inception_v3_fid": "tf_in1k"}
 
 
 def list_pretrained(model: str | None = None) -> list[str]:
@@ -159,7 +173,7 @@ def find_tag(model: str, pretrained: bool | str = True) -> WeightsTag:
 def tag_of_file(path) -> WeightsTag | None:
     """The tag whose published file ``path`` is, by its file name (unique for torchvision's and facenet's)."""
     name = Path(path).name
-    return next((t for t in TAGS.values() if t.source != "timm" and t.file == name), None)
+    return next((t for t in TAGS.values() if t.source != "timm" and name in (t.file, *t.other_files)), None)
 
 
 # --- caches ------------------------------------------------------------------------------------------
@@ -212,7 +226,7 @@ def cached_file(tag: WeightsTag) -> Path | None:
             if isinstance(found, str):
                 return Path(found)
     path = local_path(tag)
-    return path if path.is_file() else None
+    return next((p for p in (path, *(path.with_name(f) for f in tag.other_files)) if p.is_file()), None)
 
 
 def weights_file(tag: WeightsTag, *, force: bool = False) -> Path:
