@@ -15,6 +15,7 @@
 """
 
 import logging
+import warnings
 
 import numpy as np
 import torch
@@ -45,13 +46,19 @@ def frechet_distance(mu1, sigma1, mu2, sigma2, mode: str = "pytorch-fid") -> flo
     return float(diff.dot(diff) + np.trace(sigma1) + np.trace(sigma2) - 2 * trace_sqrt)
 
 
+def _sqrtm(matrix):
+    with warnings.catch_warnings():  # scipy's "matrix is singular": the checks below decide, as pytorch-fid's
+        warnings.simplefilter("ignore", linalg.LinAlgWarning)
+        return linalg.sqrtm(matrix)
+
+
 def _sqrtm_of_product(sigma1, sigma2):
-    root = linalg.sqrtm(sigma1.dot(sigma2))
+    root = _sqrtm(sigma1.dot(sigma2))
     if not np.isfinite(root).all():
         log.warning("the product of the covariances is singular: adding %g to their diagonals, as pytorch-fid "
                     "does", FID_EPS)
         offset = np.eye(sigma1.shape[0]) * FID_EPS
-        root = linalg.sqrtm((sigma1 + offset).dot(sigma2 + offset))
+        root = _sqrtm((sigma1 + offset).dot(sigma2 + offset))
     if np.iscomplexobj(root):
         if not np.allclose(np.diagonal(root).imag, 0, atol=IMAGINARY_TOLERANCE):
             raise DataError(f"the square root of the covariances' product has an imaginary part of "

@@ -15,11 +15,11 @@ import numpy as np
 from ..errors import ConfigError
 from ..inference import BACKENDS, PRECISIONS
 from . import statsfiles
-from .collect import collect
+from .collect import collect, join_processes
 from .extractor import DEPTHS, approximate, fid_inception, weights_digest, weights_path
 from .formulas import frechet_distance, kernel_inception_distance
 from .formulas import inception_score as _inception_score
-from .inputs import MODES, image_source
+from .inputs import MODES, ImageSource, batches, image_source
 
 log = logging.getLogger("inceptorch")
 
@@ -83,16 +83,22 @@ class Scores:
 
 
 class _Extractors:
-    """Builds the feature extractor on first use, once per run."""
+    """Builds the feature extractor on first use, once per run; int8 calibrates on the first images it reads."""
+
+    calibration_images = 128
 
     def __init__(self, settings: Settings):
         self.settings, self.built = settings, {}
 
-    def get(self, logits: bool):
+    def get(self, logits: bool, source: ImageSource):
         if logits not in self.built:
             s = self.settings
+            calibration = None
+            if s.precision == "int8":
+                first = range(min(self.calibration_images, len(source)))
+                calibration = [images for images, _, _ in batches(source, s.mode, 32, first) if images is not None]
             self.built[logits] = fid_inception(s.dims, logits=logits, weights=s.weights, precision=s.precision,
-                                               backend=s.backend, device=s.device)
+                                               backend=s.backend, device=s.device, calibration=calibration)
         return self.built[logits]
 
 
@@ -118,12 +124,12 @@ def _side(images, settings: Settings, extractors: _Extractors, features: bool = 
             mu, sigma, count, skipped = hit
             _report(source.name, len(source), skipped)
             return Side(mu, sigma, count)
-    got = collect(source, extractors.get(logits), mode=settings.mode, dims=settings.dims,
+    got = collect(source, extractors.get(logits, source), mode=settings.mode, dims=settings.dims,
                   batch_size=settings.batch_size, keep_features=features, keep_logits=logits,
                   strict=settings.strict, progress=settings.progress, workers=settings.workers,
                   device=settings.device)
     mu, sigma = got.mean_and_covariance()
-    if key is not None:
+    if key is not None and join_processes(settings.device).main:
         statsfiles.store(key, mu, sigma, got.count, got.skipped)
     _report(source.name, len(source), got.skipped)
     return Side(mu, sigma, got.count, got.features, got.logits)
@@ -151,7 +157,7 @@ def compute(a, b=None, *, fid: bool = True, kid: bool = False, isc: bool = False
     extractors = _Extractors(settings)
     first = _side(a, settings, extractors, features=kid, logits=isc)
     scores = Scores(counts=[first.count], approximate=settings.path)
-    if save_stats is not None:
+    if save_stats is not None and join_processes(settings.device).main:
         statsfiles.save_statistics(save_stats, first.mu, first.sigma, first.count)
     if b is not None and (fid or kid):
         second = _side(b, settings, extractors, features=kid)
