@@ -120,7 +120,7 @@ def _fid() -> WeightsTag:
     file = "pt_inception-2015-12-05-6726825d.pth"
     url = f"https://github.com/mseitzer/pytorch-fid/releases/download/fid_weights/{file}"
     prep = Preprocessing(crop=299, resize=299, mean=_HALF, std=_HALF)  # pytorch-fid: 299x299, 2x - 1
-    return WeightsTag("inception_v3_fid", "tf_in1k", "pytorch-fid", url, file, None, 91.2, "Apache-2.0", prep, 1008,
+    return WeightsTag("inception_v3_fid", "tf_in1k", "pytorch-fid", url, file, None, 95.6, "Apache-2.0", prep, 1008,
                       hash_prefix="6726825d", other_files=("weights-inception-2015-12-05-6726825d.pth",),
                       note="the Inception of FID, KID and IS (see: inceptorch fid); 1008 classes")
 

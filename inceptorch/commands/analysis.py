@@ -122,7 +122,8 @@ def add_explore(sub):
 
 
 def _tag_row(tag: hub.WeightsTag, cached) -> list[str]:
-    source = {"torchvision": "torchvision", "timm": f"hf:{tag.location}", "facenet": "facenet-pytorch"}[tag.source]
+    source = {"torchvision": "torchvision", "timm": f"hf:{tag.location}", "facenet": "facenet-pytorch",
+              "pytorch-fid": "pytorch-fid"}[tag.source]
     return [tag.name, source, tag.license, f"{tag.top1:.2f}%" if tag.top1 else "-", f"{tag.size_mb:.1f} MB",
             "yes" if cached else "no"]
 
