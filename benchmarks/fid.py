@@ -37,11 +37,11 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))  # randomize_, the project's random weights for reference checks
 
-from inception_reference import randomize_  # noqa: E402
+from inception_reference import randomize_
 
-from inceptorch import metrics  # noqa: E402
-from inceptorch.cpu import describe, machine  # noqa: E402
-from inceptorch.inference import bf16_supported  # noqa: E402
+from inceptorch import metrics
+from inceptorch.cpu import describe, machine
+from inceptorch.inference import bf16_supported
 
 EXACT = ("inceptorch pytorch-fid", "inceptorch torch-fidelity", "inceptorch clean")
 APPROXIMATE = {"inceptorch bf16": ("torch", "bf16"), "inceptorch int8": ("torch", "int8"),
@@ -154,9 +154,10 @@ def main() -> None:
             rows.append({"pair": name, "path": path, "seconds": seconds, "images_per_s": counts[name] / seconds,
                          "speedup": base_time / seconds if base_time else None, "fid": values[path, name],
                          "deviation": deviation, "deviation_from": against if deviation is not None else None})
-    table = [f"FID, {describe(info)}, {torch.get_num_threads()} threads, median of {args.repeats} interleaved rounds",
-             f"{'pair':<13} {'path':<26} {'seconds':>9} {'images/s':>9} {'vs pytorch-fid':>15} {'FID':>12} "
-             f"{'deviation':>10}"]
+    title = f"FID, {describe(info)}, {torch.get_num_threads()} threads, median of {args.repeats} interleaved rounds"
+    header = (f"{'pair':<13} {'path':<26} {'seconds':>9} {'images/s':>9} {'vs pytorch-fid':>15} {'FID':>12} "
+              f"{'deviation':>10}")
+    table = [title, header]
     for r in rows:
         speedup = f"{r['speedup']:.2f}x" if r["speedup"] else "-"
         deviation = f"{r['deviation']:.1e}" if r["deviation"] is not None else "-"
