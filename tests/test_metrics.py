@@ -17,11 +17,18 @@ import numpy as np
 import pytest
 import torch
 import torchvision
+from cleanfid.resize import make_resizer
 from inception_reference import randomize_
 from pytorch_fid import fid_score
 from pytorch_fid.inception import InceptionV3 as PytorchFidInception
+from pytorch_fid.inception import fid_inception_v3
+from torch_fidelity import calculate_metrics
+from torch_fidelity.defaults import DEFAULTS as FIDELITY_DEFAULTS
+from torch_fidelity.interpolate_compat_tensorflow import interpolate_bilinear_2d_like_tensorflow1x
+from torch_fidelity.metric_isc import isc_features_to_metric
+from torch_fidelity.metric_kid import kid_features_to_metric
 
-from inceptorch import create_model, metrics
+from inceptorch import create_model, hub, metrics
 from inceptorch.cli import main
 from inceptorch.metrics.extractor import DEPTHS
 from inceptorch.metrics.inputs import clean_resize, decode, tf1_bilinear
@@ -95,8 +102,6 @@ def _features(files, dims, mode="pytorch-fid"):
 
 
 def test_fid_inception_logits_equal_pytorch_fids_network(torch_home):
-    from pytorch_fid.inception import fid_inception_v3
-
     reference = fid_inception_v3().eval()  # its layout patched onto torchvision's, weights from TORCH_HOME
     ours = create_model("inception_v3_fid", pretrained=True).eval()
     x = torch.randn(2, 3, 299, 299)
@@ -142,10 +147,9 @@ def test_statistics_files_round_trip_with_pytorch_fid(cifar, tmp_path):
 
 @pytest.mark.realdata
 def test_torch_fidelity_mode_gives_torch_fidelitys_fid_kid_and_is(cifar, tmp_path):
-    torch_fidelity = pytest.importorskip("torch_fidelity")
     # 40 images a side: torch-fidelity runs the whole network on both for IS's logits
     a, b = (str(_linked(tmp_path / p.name, sorted(p.iterdir())[:40])) for p in cifar)
-    reference = torch_fidelity.calculate_metrics(
+    reference = calculate_metrics(
         input1=a, input2=b, fid=True, kid=True, isc=True, cuda=False, cache=False, verbose=False,
         feature_layer_fid="64", feature_layer_kid="64", kid_subsets=10, kid_subset_size=20)
     ours = metrics.compute(a, b, fid=True, kid=True, isc=True, mode="torch-fidelity", dims=64, kid_subsets=10,
@@ -158,14 +162,11 @@ def test_torch_fidelity_mode_gives_torch_fidelitys_fid_kid_and_is(cifar, tmp_pat
 
 
 def test_kid_and_is_arithmetic_equal_torch_fidelitys_on_the_same_features():
-    torch_fidelity = pytest.importorskip("torch_fidelity")
-    from torch_fidelity.metric_isc import isc_features_to_metric
-    from torch_fidelity.metric_kid import kid_features_to_metric
-
     generator = np.random.RandomState(0)
     first, second = generator.rand(120, 64).astype(np.float32), generator.rand(90, 64).astype(np.float32) + 0.1
     theirs = kid_features_to_metric(torch.from_numpy(first), torch.from_numpy(second), kid_subsets=20,
-                                    kid_subset_size=40, verbose=False, rng_seed=7, **_kid_kernel(torch_fidelity))
+                                    kid_subset_size=40, verbose=False, rng_seed=7,
+                                    **{k: v for k, v in FIDELITY_DEFAULTS.items() if k.startswith("kid_kernel")})
     assert metrics.kernel_inception_distance(first, second, 20, 40, seed=7) == pytest.approx(
         (theirs["kernel_inception_distance_mean"], theirs["kernel_inception_distance_std"]), rel=1e-5)
     logits = torch.from_numpy(generator.randn(100, 1008).astype(np.float32) * 3)
@@ -174,18 +175,9 @@ def test_kid_and_is_arithmetic_equal_torch_fidelitys_on_the_same_features():
         (theirs["inception_score_mean"], theirs["inception_score_std"]), rel=1e-9)
 
 
-def _kid_kernel(torch_fidelity) -> dict:
-    from torch_fidelity.defaults import DEFAULTS
-
-    return {k: v for k, v in DEFAULTS.items() if k.startswith("kid_kernel")}
-
-
 @pytest.mark.realdata
 def test_clean_mode_resizes_as_clean_fid_and_torch_fidelity_mode_as_torch_fidelity(photos):
-    cleanfid_resize = pytest.importorskip("cleanfid.resize")
-    from torch_fidelity.interpolate_compat_tensorflow import interpolate_bilinear_2d_like_tensorflow1x
-
-    resizer = cleanfid_resize.make_resizer("PIL", False, "bicubic", (299, 299))
+    resizer = make_resizer("PIL", False, "bicubic", (299, 299))
     for file in photos[:3]:
         pixels = decode(file)
         assert np.array_equal(clean_resize(pixels.permute(1, 2, 0).numpy()),
@@ -264,8 +256,6 @@ def test_offline_with_an_empty_cache_names_the_url_and_the_path(tmp_path, monkey
 
 
 def test_weights_are_found_under_torch_fidelitys_file_name_too(torch_home, tmp_path, monkeypatch):
-    from inceptorch import hub
-
     home = tmp_path / "home"
     (home / "hub" / "checkpoints").mkdir(parents=True)
     (home / "hub" / "checkpoints" / FIDELITY_FILE).symlink_to(torch_home / "hub" / "checkpoints" / FID_FILE)
