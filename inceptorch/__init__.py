@@ -1,6 +1,6 @@
 """inceptorch: the GoogLeNet / Inception family of convolutional networks, readable next to their papers."""
 
-from . import errors
+from . import errors, metrics
 from .analysis import count_macs
 from .draw import draw
 from .engine import evaluate, finetune, train
@@ -28,6 +28,7 @@ __all__ = [
            "freeze",
            "list_models",
            "load_model",
+           "metrics",
            "min_input_size",
            "optimize_for_inference",
            "predict",

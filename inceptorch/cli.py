@@ -15,7 +15,7 @@ import logging
 import sys
 from pathlib import Path
 
-from .commands import analysis, inference, training
+from .commands import analysis, inference, metrics, training
 from .errors import InceptorchError
 from .images import IMAGE_SUFFIXES
 from .models import list_models
@@ -23,7 +23,7 @@ from .models import list_models
 COMMANDS = [analysis.add_list, inference.add_predict, inference.add_embed, analysis.add_summary,
             analysis.add_compare, analysis.add_draw, analysis.add_explore, training.add_train,
             training.add_evaluate, training.add_finetune, inference.add_export, inference.add_bench,
-            analysis.add_weights]
+            analysis.add_weights, metrics.add_fid, metrics.add_kid, metrics.add_isc, metrics.add_metrics]
 
 
 class OneLineErrors(argparse.ArgumentParser):

@@ -9,7 +9,8 @@ fetched again:
 - torchvision's: torch.hub's cache, ``$TORCH_HOME/hub/checkpoints/<file>`` (``~/.cache/torch``);
 - timm's: the Hugging Face cache (``HF_HOME``, ``HF_HUB_CACHE``) through ``huggingface_hub``, or a
   hand-downloaded file in torch.hub's cache named ``<model>.<tag>.safetensors``;
-- facenet-pytorch's: ``$TORCH_HOME/checkpoints/<file>``, where facenet-pytorch keeps them.
+- facenet-pytorch's: ``$TORCH_HOME/checkpoints/<file>``, where facenet-pytorch keeps them;
+- the FID Inception's: torch.hub's cache, under pytorch-fid's file name or torch-fidelity's.
 
 Downloads show a progress bar, go to a temporary file beside the cached one and are renamed only
 once complete and, where the publisher gives a hash, once it matches: a failed download leaves the
@@ -98,7 +99,8 @@ def cached_file(cfg: dict) -> Path | None:
             if isinstance(found, str):
                 return Path(found)
     path = local_path(cfg)
-    return path if path.is_file() else None
+    return next((p for p in (path, *(path.with_name(f) for f in cfg.get("other_files", ()))) if p.is_file()),
+                None)
 
 
 def weights_file(cfg: dict, *, force: bool = False) -> Path:

@@ -13,9 +13,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import ConfigError
-from ..images import IMAGENET_MEAN, IMAGENET_STD
+from ..images import IMAGENET_MEAN, IMAGENET_STD, INCEPTION_MEAN, INCEPTION_STD
 from .base import InceptionNet, init_weights
-from .cfgs import timm_tag, torchvision_tag
+from .cfgs import plain_cfg, timm_tag, torchvision_tag
 from .layers import ConvBNAct, ImageNetToUnitRange
 from .registry import register
 
@@ -27,6 +27,20 @@ def _avg_pool_3x3(x):
     return F.avg_pool2d(x, kernel_size=3, stride=1, padding=1)
 
 
+def _tf_avg_pool_3x3(x):
+    """TensorFlow's 3x3 average, which divides by the pixels inside the image only (the FID graph)."""
+    return F.avg_pool2d(x, kernel_size=3, stride=1, padding=1, count_include_pad=False)
+
+
+def _max_pool_3x3(x):
+    """The 3x3 max pool the last block of TF's 2015 graph uses where the paper has an average."""
+    return F.max_pool2d(x, kernel_size=3, stride=1, padding=1)
+
+
+# The pooling branch of the 35x35, 17x17 and 8x8 blocks: torchvision's, or TensorFlow's 2015 graph's.
+POOLS = {"torchvision": _avg_pool_3x3, "tf": _tf_avg_pool_3x3, "tf_max": _max_pool_3x3}
+
+
 class FactorizedBlock(nn.Module):
     """35x35 block (Mixed_5b-d), Figure 5: a 5x5 convolution factorized into two 3x3s.
 
@@ -34,8 +48,9 @@ class FactorizedBlock(nn.Module):
     torchvision follows it; only the pooling branch's width changes from block to block.
     """
 
-    def __init__(self, in_channels: int, pool_channels: int):
+    def __init__(self, in_channels: int, pool_channels: int, pool: str = "torchvision"):
         super().__init__()
+        self.pool = pool
         self.branch1x1 = ConvBNAct(in_channels, 64, 1)
         self.branch5x5_1 = ConvBNAct(in_channels, 48, 1)
         self.branch5x5_2 = ConvBNAct(48, 64, 5, padding=2)
@@ -49,7 +64,7 @@ class FactorizedBlock(nn.Module):
             self.branch1x1(x),
             self.branch5x5_2(self.branch5x5_1(x)),
             self.branch3x3dbl_3(self.branch3x3dbl_2(self.branch3x3dbl_1(x))),
-            self.branch_pool(_avg_pool_3x3(x)),
+            self.branch_pool(POOLS[self.pool](x)),
         ], dim=1)
 
 
@@ -59,8 +74,9 @@ class AsymmetricBlock(nn.Module):
     ``width`` is the inner width of the two factorized branches (128, 160, 160, 192 in turn).
     """
 
-    def __init__(self, in_channels: int, width: int):
+    def __init__(self, in_channels: int, width: int, pool: str = "torchvision"):
         super().__init__()
+        self.pool = pool
         self.branch1x1 = ConvBNAct(in_channels, 192, 1)
         self.branch7x7_1 = ConvBNAct(in_channels, width, 1)
         self.branch7x7_2 = ConvBNAct(width, width, (1, 7), padding=(0, 3))
@@ -80,7 +96,7 @@ class AsymmetricBlock(nn.Module):
             self.branch1x1(x),
             self.branch7x7_3(self.branch7x7_2(self.branch7x7_1(x))),
             double,
-            self.branch_pool(_avg_pool_3x3(x)),
+            self.branch_pool(POOLS[self.pool](x)),
         ], dim=1)
 
 
@@ -88,8 +104,9 @@ class ExpandedBlock(nn.Module):
     """8x8 block (Mixed_7b-c), Figure 7: the 3x3s end in a 1x3 and a 3x1 side by side, not in
     sequence, widening the filter bank where the grid is coarsest."""
 
-    def __init__(self, in_channels: int):
+    def __init__(self, in_channels: int, pool: str = "torchvision"):
         super().__init__()
+        self.pool = pool
         self.branch1x1 = ConvBNAct(in_channels, 320, 1)
         self.branch3x3_1 = ConvBNAct(in_channels, 384, 1)
         self.branch3x3_2a = ConvBNAct(384, 384, (1, 3), padding=(0, 1))
@@ -107,7 +124,7 @@ class ExpandedBlock(nn.Module):
             self.branch1x1(x),
             self.branch3x3_2a(single), self.branch3x3_2b(single),
             self.branch3x3dbl_3a(double), self.branch3x3dbl_3b(double),
-            self.branch_pool(_avg_pool_3x3(x)),
+            self.branch_pool(POOLS[self.pool](x)),
         ], dim=1)
 
 
@@ -180,6 +197,7 @@ class InceptionV3(InceptionNet):
     to the [-1, 1] range Google's weights were trained on (torchvision's convention for its
     pretrained checkpoint); without it, feed Google's weights [-1, 1] pixels (mean and std 0.5).
     ``forward`` never computes the aux head; ``forward_with_aux`` does, in either mode.
+    ``tf_pooling=True`` pools as TensorFlow's 2015 graph does (``inception_v3_fid``).
     """
 
     default_input_size = 299
@@ -188,12 +206,13 @@ class InceptionV3(InceptionNet):
     aux_taps: ClassVar[dict[str, str]] = {"Mixed_6e": "AuxLogits"}
 
     def __init__(self, num_classes: int = 1000, in_chans: int = 3, aux_logits: bool = False, *,
-                 transform_input: bool = False, dropout: float = 0.5):
+                 transform_input: bool = False, dropout: float = 0.5, tf_pooling: bool = False):
         super().__init__(num_classes, in_chans)
         if transform_input and in_chans != 3:
             raise ConfigError(f"transform_input converts RGB ImageNet normalization, but in_chans={in_chans}:"
                               " leave transform_input off for non-RGB input")
         self.transform_input = transform_input
+        average, last = ("tf", "tf_max") if tf_pooling else ("torchvision", "torchvision")
         stem = {"input_transform": ImageNetToUnitRange()} if transform_input else {}
         self.add_stage("stem", stem | {
             "Conv2d_1a_3x3": ConvBNAct(in_chans, 32, 3, stride=2),  # 149x149x32
@@ -205,22 +224,22 @@ class InceptionV3(InceptionNet):
             "maxpool2": nn.MaxPool2d(3, stride=2),  # 35x35x192
         })
         self.add_stage("mixed5", {
-            "Mixed_5b": FactorizedBlock(192, pool_channels=32),  # 35x35x256
-            "Mixed_5c": FactorizedBlock(256, pool_channels=64),  # 35x35x288
-            "Mixed_5d": FactorizedBlock(288, pool_channels=64),  # 35x35x288
+            "Mixed_5b": FactorizedBlock(192, pool_channels=32, pool=average),  # 35x35x256
+            "Mixed_5c": FactorizedBlock(256, pool_channels=64, pool=average),  # 35x35x288
+            "Mixed_5d": FactorizedBlock(288, pool_channels=64, pool=average),  # 35x35x288
         })
         self.add_stage("mixed6", {
             "Mixed_6a": GridReduction35(288),  # 17x17x768
-            "Mixed_6b": AsymmetricBlock(768, width=128),
-            "Mixed_6c": AsymmetricBlock(768, width=160),
-            "Mixed_6d": AsymmetricBlock(768, width=160),
-            "Mixed_6e": AsymmetricBlock(768, width=192),
+            "Mixed_6b": AsymmetricBlock(768, width=128, pool=average),
+            "Mixed_6c": AsymmetricBlock(768, width=160, pool=average),
+            "Mixed_6d": AsymmetricBlock(768, width=160, pool=average),
+            "Mixed_6e": AsymmetricBlock(768, width=192, pool=average),
         })
         self.AuxLogits = AuxHead(768, num_classes) if aux_logits else None
         self.add_stage("mixed7", {
             "Mixed_7a": GridReduction17(768),  # 8x8x1280
-            "Mixed_7b": ExpandedBlock(1280),  # 8x8x2048
-            "Mixed_7c": ExpandedBlock(2048),
+            "Mixed_7b": ExpandedBlock(1280, pool=average),  # 8x8x2048
+            "Mixed_7c": ExpandedBlock(2048, pool=last),
         })
         self.add_head(2048, dropout)
         init_weights(self)
@@ -237,6 +256,13 @@ default_cfgs = {
     "inception_v3.tf_in1k": timm_tag(_ARCH, top1=77.866, size_mb=95.5),
     "inception_v3.gluon_in1k": timm_tag(_ARCH, top1=78.806, size_mb=95.5, mean=IMAGENET_MEAN, std=IMAGENET_STD),
     "inception_v3.tf_adv_in1k": timm_tag(_ARCH, top1=77.598, size_mb=95.5, description="adversarially trained"),
+    # pytorch-fid's port of TF's 2015-12-05 graph; torch-fidelity caches the same file (same sha256) by another name
+    "inception_v3_fid.tf_in1k": plain_cfg(
+        {**_ARCH, "aux_weight": None}, source="pytorch-fid", license="Apache-2.0", num_classes=1008, crop_pct=1.0,
+        url="https://github.com/mseitzer/pytorch-fid/releases/download/fid_weights/pt_inception-2015-12-05-6726825d.pth",
+        hash_prefix="6726825d", other_files=("weights-inception-2015-12-05-6726825d.pth",), size_mb=95.6,
+        mean=INCEPTION_MEAN, std=INCEPTION_STD,
+        description="the Inception of FID, KID and IS (see: inceptorch fid): 299x299 pixels in [-1, 1], 1008 classes"),
 }
 
 
@@ -244,3 +270,18 @@ default_cfgs = {
 def inception_v3(num_classes=1000, in_chans=3, aux_logits=False, **kwargs):
     """Options: ``transform_input`` (torchvision's convention), ``dropout`` (0.5)."""
     return InceptionV3(num_classes=num_classes, in_chans=in_chans, aux_logits=aux_logits, **kwargs)
+
+
+# Where pytorch-fid's four feature depths are read (each map averaged over its grid): the two stem
+# pools, the 17x17 grid before the aux head, and the last block (the pooled features).
+FID_FEATURE_LAYERS = {64: "maxpool1", 192: "maxpool2", 768: "Mixed_6e", 2048: "Mixed_7c"}
+
+
+@register(paper=PAPER, cfgs=default_cfgs)
+def inception_v3_fid(num_classes=1008, in_chans=3, **kwargs):
+    """The Inception v3 of the Frechet Inception Distance: TensorFlow's 2015-12-05 graph as pytorch-fid
+    ports it. 1008 classes, no aux head, and TF's pooling: the averages of the 35x35, 17x17 and first
+    8x8 blocks skip the zero padding, and the last block max-pools (TF's quirk, kept for equal numbers).
+    Its weights: ``--pretrained`` (pytorch-fid's file); its features: ``FID_FEATURE_LAYERS``.
+    """
+    return InceptionV3(num_classes=num_classes, in_chans=in_chans, tf_pooling=True, **kwargs)
