@@ -55,13 +55,14 @@ def _plant_torchvision_file(builder, enum) -> Path:
 
 def test_list_models_patterns_and_pretrained_tags_are_timms_for_the_models_both_have():
     timm = pytest.importorskip("timm")
-    for pattern in ("inception_v3*", "inception_v4*", "inception_resnet_v2*"):
+    for pattern in ("inception_v3.*", "inception_v4*", "inception_resnet_v2*"):  # timm has no inception_v3_fid
         assert list_models(pattern, pretrained=True) == timm.list_models(pattern, pretrained=True)
     assert list_models("*resnet*") == ["inception_resnet_v1", "inception_resnet_v2"]
     assert list_models(["lenet", "nin"]) == ["lenet", "nin"]
     assert list_models("inception*", pretrained=True, exclude_filters="*_v1.*") == [
         "inception_resnet_v2.tf_ens_adv_in1k", "inception_resnet_v2.tf_in1k", "inception_v3.gluon_in1k",
-        "inception_v3.tf_adv_in1k", "inception_v3.tf_in1k", "inception_v3.tv_in1k", "inception_v4.tf_in1k"]
+        "inception_v3.tf_adv_in1k", "inception_v3.tf_in1k", "inception_v3.tv_in1k", "inception_v3_fid.tf_in1k",
+        "inception_v4.tf_in1k"]
     assert "lenet" in list_models() and not any("." in n for n in list_models())
 
 
