@@ -31,9 +31,10 @@ class Mixing:
         alpha = self.cutmix if cut else self.mixup
         return float(rng.beta(alpha, alpha)), cut
 
-    def __call__(self, x: torch.Tensor, y: torch.Tensor, num_classes: int, seed: int
+    def __call__(self, x: torch.Tensor, y: torch.Tensor, num_classes: int, seed: int | tuple[int, ...]
                  ) -> tuple[torch.Tensor, torch.Tensor]:
-        """The mixed batch and its targets, class probabilities summing to one per image."""
+        """The mixed batch and its targets, class probabilities summing to one per image. ``seed``: for
+        instance (run seed, epoch, batch), numpy's SeedSequence entropy."""
         rng = np.random.default_rng(seed)
         lam, cut = self.draw(rng)
         if lam < 1.0 and cut:
