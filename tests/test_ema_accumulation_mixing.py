@@ -244,7 +244,10 @@ def test_auto_augment_policies_draw_per_image_from_the_runs_seed(tmp_path):
     ("--mix-switch-prob", "-0.1"), ("--auto-augment", "randomaug"), ("--checkpoint-every-steps", "-5"),
     ("--keep-checkpoints", "0"), ("--resume", "auto")])
 def test_a_bad_value_of_each_new_option_is_a_one_line_error_with_status_2(option, value, capsys, tmp_path):
-    code = main(["train", option, value, "--out-dir", str(tmp_path), "--epochs", "1", "--quiet"])
+    try:  # a value of the wrong type is refused by the parser (SystemExit), a wrong value by the library
+        code = main(["train", option, value, "--out-dir", str(tmp_path), "--epochs", "1", "--quiet"])
+    except SystemExit as stop:
+        code = stop.code
     err = capsys.readouterr().err.strip()
     assert code == 2 and len(err.splitlines()) == 1 and err, err
     assert not any(tmp_path.iterdir())  # refused before any run folder was made
