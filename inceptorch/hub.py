@@ -51,6 +51,12 @@ def download_url(cfg: dict) -> str:
 
 # --- caches ------------------------------------------------------------------------------------------
 
+def inceptorch_cache() -> Path:
+    """``$XDG_CACHE_HOME/inceptorch`` (``~/.cache/inceptorch``), read from the environment now: where
+    inceptorch keeps what it works out once (inference choices, data set downloads, FID statistics)."""
+    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "inceptorch"
+
+
 def torch_home() -> Path:
     """``$TORCH_HOME``, else ``$XDG_CACHE_HOME/torch``, else ``~/.cache/torch``, as torch reads it."""
     default = Path(os.environ.get("XDG_CACHE_HOME", "~/.cache")) / "torch"

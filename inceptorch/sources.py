@@ -21,6 +21,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from . import hub
 from .errors import ConfigError, DataError
 from .images import IMAGE_SUFFIXES, is_listed_image, read_image
 
@@ -206,7 +207,7 @@ def _from_idx(data: str, data_root: str | None, splits) -> Source:
 
 
 def _download_root() -> str:
-    return str(Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "inceptorch" / "data")
+    return str(hub.inceptorch_cache() / "data")
 
 
 def _download(data: str, root: str) -> None:

@@ -23,6 +23,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from .. import hub
 from ..cpu import cpu_name, isa_names
 from ..errors import ConfigError
 from .engines import ENGINE_PRECISIONS, engine_model
@@ -76,7 +77,7 @@ def candidates(backend: str, precision: str, reduced: bool) -> list[tuple[str, s
 
 
 def _cache_file() -> Path:
-    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "inceptorch" / "inference_choices.json"
+    return hub.inceptorch_cache() / "inference_choices.json"
 
 
 def weights_digest(model: nn.Module) -> str:

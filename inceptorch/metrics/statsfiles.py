@@ -11,12 +11,12 @@ is read again.
 import hashlib
 import io
 import json
-import os
 import zipfile
 from pathlib import Path
 
 import numpy as np
 
+from .. import hub
 from ..errors import DataError
 from ..weights import write_atomically
 
@@ -51,7 +51,7 @@ def load_statistics(path) -> tuple[np.ndarray, np.ndarray, int | None, list[str]
 
 
 def cache_folder() -> Path:
-    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "inceptorch" / "fid_statistics"
+    return hub.inceptorch_cache() / "fid_statistics"
 
 
 def cache_key(files: list[Path], **settings) -> str:
