@@ -207,7 +207,7 @@ def fit(model, loaders: dict, config: TrainConfig, run: "runs.Run | None" = None
                 x = datasets.resized(x, smaller)
             target = y
             if mixing is not None:  # the draws depend on (seed, epoch, batch) alone
-                x, target = mixing(x, y, model.num_classes, (config.seed, epoch, batch))
+                x, target = mixing(x, y, model.num_classes, (config.seed, epoch, batch), processes.rank, processes.world)
             last_micro = (batch + 1) % accumulate == 0 or batch + 1 == batches
             in_step = min(accumulate, batches - batch // accumulate * accumulate)  # micro-batches of this step
             # DDP all-reduces the gradients in the backward of the step's last micro-batch only

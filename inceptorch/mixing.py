@@ -2,10 +2,10 @@
 
 As timm's ``Mixup(mode="batch")``: with probability ``--mix-prob`` a batch is mixed; with both alphas
 set, CutMix is chosen with probability ``--mix-switch-prob``; the mixing weight comes from
-Beta(alpha, alpha); each image is mixed with the image at the mirrored position of the batch
-(``x.flip(0)``); CutMix's weight is corrected to the area actually pasted. The draws are a function of
-(seed, epoch, batch), so a resumed run mixes as the unbroken one did. Under torchrun each process mixes
-its own share of the global batch, as timm's does, so the pairs depend on the number of processes.
+Beta(alpha, alpha); CutMix's weight is corrected to the area actually pasted. Each image is mixed with
+the image at the mirrored position of the GLOBAL batch (for one process, timm's ``x.flip(0)``), and
+the draws are a function of (seed, epoch, batch): a run mixes the same pairs with the same weights
+for any number of processes and on resume.
 """
 
 import math
@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+import torch.distributed as dist
 import torch.nn.functional as F
 
 
@@ -31,23 +32,47 @@ class Mixing:
         alpha = self.cutmix if cut else self.mixup
         return float(rng.beta(alpha, alpha)), cut
 
-    def __call__(self, x: torch.Tensor, y: torch.Tensor, num_classes: int, seed: int | tuple[int, ...]
-                 ) -> tuple[torch.Tensor, torch.Tensor]:
-        """The mixed batch and its targets, class probabilities summing to one per image. ``seed``: for
-        instance (run seed, epoch, batch), numpy's SeedSequence entropy."""
+    def __call__(self, x: torch.Tensor, y: torch.Tensor, num_classes: int, seed: int | tuple[int, ...],
+                 rank: int = 0, world: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
+        """This process's share of the mixed global batch and its targets, class probabilities summing
+        to one per image. ``seed``: for instance (run seed, epoch, batch), numpy's SeedSequence entropy;
+        ``rank``, ``world``: which share of the global batch ``x`` is (``data.shard``'s)."""
         rng = np.random.default_rng(seed)
-        lam, cut = self.draw(rng)
-        if lam < 1.0 and cut:
-            x, lam = _paste_box(x, lam, rng)
-        elif lam < 1.0:
-            x = x * lam + x.flip(0) * (1 - lam)
+        lam, cut = self.draw(rng)  # the same on every process: a function of the seed alone
         own = F.one_hot(y, num_classes).float()
-        return x, own * lam + own.flip(0) * (1 - lam)
+        if lam == 1.0:
+            return x, own
+        # timm flips each process's own share, so the pairs (and the run) would change with the number of
+        # processes; the global batch's mirror keeps them, at the cost of one exchange with one peer
+        partner_x, partner_y = mirrored_rows(x, rank, world), mirrored_rows(y, rank, world)
+        if cut:
+            x, lam = _paste_box(x, partner_x, lam, rng)
+        else:
+            x = x * lam + partner_x * (1 - lam)
+        return x, own * lam + F.one_hot(partner_y, num_classes).float() * (1 - lam)
 
 
-def _paste_box(x: torch.Tensor, lam: float, rng: np.random.Generator) -> tuple[torch.Tensor, float]:
+def mirrored_rows(tensor: torch.Tensor, rank: int, world: int) -> torch.Tensor:
+    """The rows of the global batch's mirror image that pair with this process's rows.
+
+    Process r holds the global rows r, r + W, r + 2W, ... (``data.shard``), n / W of them: global row
+    jW + r pairs with row n - 1 - (jW + r) = (n/W - 1 - j)W + (W - 1 - r), which is process W - 1 - r's
+    row n/W - 1 - j. So the partners are that one peer's rows in reverse order (its own, for the middle
+    process of an odd W)."""
+    peer = world - 1 - rank
+    if peer == rank:
+        return tensor.flip(0)
+    received = torch.empty_like(tensor, memory_format=torch.contiguous_format)
+    exchange = [dist.P2POp(dist.isend, tensor.contiguous(), peer), dist.P2POp(dist.irecv, received, peer)]
+    for request in dist.batch_isend_irecv(exchange):
+        request.wait()
+    return received.flip(0)
+
+
+def _paste_box(x: torch.Tensor, partner: torch.Tensor, lam: float, rng: np.random.Generator
+               ) -> tuple[torch.Tensor, float]:
     """CutMix: a box of about (1 - lam) of the area, centred anywhere (clipped at the borders), taken
-    from the mirrored batch; the weight returned is 1 - the area actually pasted."""
+    from the partner images; the weight returned is 1 - the area actually pasted."""
     h, w = x.shape[-2:]
     side = math.sqrt(1 - lam)
     cut_h, cut_w = int(h * side), int(w * side)
@@ -55,5 +80,5 @@ def _paste_box(x: torch.Tensor, lam: float, rng: np.random.Generator) -> tuple[t
     top, bottom = max(cy - cut_h // 2, 0), min(cy + cut_h // 2, h)
     left, right = max(cx - cut_w // 2, 0), min(cx + cut_w // 2, w)
     x = x.clone()
-    x[..., top:bottom, left:right] = x.flip(0)[..., top:bottom, left:right]
+    x[..., top:bottom, left:right] = partner[..., top:bottom, left:right]
     return x, 1 - (bottom - top) * (right - left) / (h * w)

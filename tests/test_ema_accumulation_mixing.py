@@ -183,7 +183,8 @@ def test_mixup_and_cutmix_targets_sum_to_one_and_the_loss_is_the_mixed_cross_ent
             lam = target[0, y[0]].item() if y[0] != y[-1] else None
             if lam is None or lam == 1.0:
                 continue
-            # timm's smoothed, mixed targets, and the cross-entropy against them written out
+            # timm's smoothed, mixed targets (one process: its partner is the mirrored image, as ours),
+            # and the cross-entropy against them written out
             theirs = mixup_target(y, classes, lam, smoothing)
             logits = torch.randn(6, classes)
             by_hand = -(theirs * logits.log_softmax(1)).sum(1).mean()
@@ -192,6 +193,29 @@ def test_mixup_and_cutmix_targets_sum_to_one_and_the_loss_is_the_mixed_cross_ent
             if torch.equal(mixed, x * lam + x.flip(0) * (1 - lam)):
                 continue  # MixUp
             assert pasted[0].item() == pytest.approx(1 - lam)  # CutMix: the weight is the pasted area's
+
+
+def _mix_a_share(rank, world, port, out):
+    """One process of a gloo run: mixes its share (data.shard's: every world-th image) of a global batch."""
+    torch.distributed.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
+    x, y = torch.arange(12 * 4 * 4, dtype=torch.float32).view(12, 1, 4, 4), torch.arange(12) % 5
+    shares = {}
+    for name, mixing in (("mixup", Mixing(mixup=0.8)), ("cutmix", Mixing(cutmix=1.0))):
+        shares[name] = mixing(x[rank::world], y[rank::world], 5, (3, 0, 7), rank, world)
+    torch.save(shares, os.path.join(out, f"share-{rank}.pt"))
+    torch.distributed.destroy_process_group()
+
+
+@pytest.mark.parametrize("world", [2, 3])
+def test_a_global_batch_mixed_over_several_processes_equals_it_mixed_by_one(world, tmp_path):
+    x, y = torch.arange(12 * 4 * 4, dtype=torch.float32).view(12, 1, 4, 4), torch.arange(12) % 5
+    torch.multiprocessing.spawn(_mix_a_share, args=(world, _free_port(), str(tmp_path)), nprocs=world)
+    for name, mixing in (("mixup", Mixing(mixup=0.8)), ("cutmix", Mixing(cutmix=1.0))):
+        whole_x, whole_target = mixing(x, y, 5, (3, 0, 7))
+        assert not torch.equal(whole_x, x)  # this seed mixes
+        for rank in range(world):
+            share_x, share_target = torch.load(tmp_path / f"share-{rank}.pt")[name]
+            assert torch.equal(share_x, whole_x[rank::world]) and torch.equal(share_target, whole_target[rank::world])
 
 
 def test_sync_bn_converts_batch_norm_for_gpu_processes_and_is_refused_elsewhere(capsys, tmp_path):
