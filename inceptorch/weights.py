@@ -39,6 +39,11 @@ def _umask() -> int:
 KILL_BEFORE_RENAME = "INCEPTORCH_TEST_KILL_BEFORE_RENAME"
 
 
+def _first_attempt() -> bool:
+    """Whether this is not a process torchrun restarted (--max-restarts), which the test hook spares."""
+    return os.environ.get("TORCHELASTIC_RESTART_COUNT", "0") == "0"
+
+
 def write_atomically(path, data: bytes) -> None:
     """Writes ``data`` to ``path`` so that a reader sees the old file or the new one, never a torn one."""
     path = Path(path)
@@ -49,7 +54,7 @@ def write_atomically(path, data: bytes) -> None:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
-        if os.environ.get(KILL_BEFORE_RENAME) == path.name:  # the reliability tests' kill during a write
+        if os.environ.get(KILL_BEFORE_RENAME) == path.name and _first_attempt():  # the tests' kill in a write
             os.kill(os.getpid(), signal.SIGKILL)
         os.replace(tmp, path)
     except BaseException:
