@@ -33,9 +33,10 @@ from safetensors.torch import save_file
 from inceptorch import create_model
 from inceptorch.config import TrainConfig
 from inceptorch.cpu import describe, machine
+from inceptorch.devices import pick_device
 from inceptorch.inference.bench import time_interleaved
 from inceptorch.tables import text_table
-from inceptorch.training import autocast_dtype, make_optimizer, pick_device, training_loss
+from inceptorch.training.steps import autocast_dtype, make_optimizer, training_loss
 
 RESULTS = Path(__file__).resolve().parents[1] / "benchmarks" / "results"
 SIZE = 299

@@ -27,9 +27,10 @@ from inceptorch import data as datasets
 from inceptorch import sources
 from inceptorch.config import resolve
 from inceptorch.cpu import describe, machine
-from inceptorch.engine import build_model, make_optimizer, pick_device, train, training_loss
+from inceptorch.devices import pick_device
 from inceptorch.ensemble import train_ensemble
-from inceptorch.training import autocast_dtype
+from inceptorch.training import build_model, train
+from inceptorch.training.steps import autocast_dtype, make_optimizer, training_loss
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = ROOT.parent / "shared" / "data"

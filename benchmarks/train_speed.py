@@ -66,7 +66,7 @@ from inceptorch.images import Preprocessing
 from inceptorch.inference.bench import time_interleaved
 from inceptorch.models.layers import ConvBNAct
 from inceptorch.tables import text_table
-from inceptorch.training import autocast_dtype, make_optimizer, training_loss
+from inceptorch.training.steps import autocast_dtype, make_optimizer, training_loss
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"

@@ -3,7 +3,6 @@
 from . import errors, metrics
 from .analysis import count_macs
 from .draw import draw
-from .engine import evaluate, finetune, train
 from .ensemble import evaluate_ensemble, train_ensemble
 from .images import create_transform, resolve_data_config
 from .inference import optimize_for_inference
@@ -11,6 +10,7 @@ from .models import create_model, list_models, load_model
 from .models.meta import min_input_size
 from .predict import extract_features, predict
 from .summary import branch_breakdown, compare, summary
+from .training import evaluate, finetune, train
 from .transfer import freeze, unfreeze
 
 __all__ = [

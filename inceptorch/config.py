@@ -34,6 +34,14 @@ AUTO_AUGMENTS = ("randaugment", "trivialaugment", "augmix", "autoaugment")
 BEST_OF = ("auto", "raw", "ema")
 
 
+def check_weights_choice(weights, model, pretrained, command: str) -> None:
+    """That the weights to load are named once: a checkpoint, or a model name with ``pretrained`` (True or
+    a tag) for its published weights."""
+    if (weights is None) == (not pretrained) or (pretrained and not isinstance(model, str)):
+        raise ConfigError(f"{command} needs its weights named once: a checkpoint (--weights CKPT), or published "
+                          "weights (--model NAME --pretrained [TAG], see inceptorch weights)")
+
+
 def _opt(default, help: str, metavar: str | None = None):
     """A field with its CLI help text (and the placeholder shown for its value)."""
     return field(default=default, metadata={"help": help, "metavar": metavar})
@@ -287,7 +295,7 @@ def resolve(config=None, *, defaults: dict | None = None, **overrides) -> TrainC
     """
     explicit = explicit_options(config, **overrides)
     options = {k: typed(k, v) for k, v in (defaults or {}).items()}
-    auto = explicit.get("resume") == AUTO_RESUME  # engine.train finds the folder's checkpoint, if any
+    auto = explicit.get("resume") == AUTO_RESUME  # training.train finds the folder's checkpoint, if any
     if auto:
         explicit["resume"] = None
     if explicit.get("resume"):

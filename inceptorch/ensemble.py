@@ -19,11 +19,13 @@ from torch import nn
 
 from . import runs
 from .config import TrainConfig, resolve
-from .engine import EvalResult, TrainResult, evaluate, pick_device, train
+from .devices import pick_device
 from .errors import ConfigError, DataError
 from .images import Preprocessing
 from .models import load_model
-from .training import SCORING_FORMAT, CtrlC
+from .training import EvalResult, TrainResult, evaluate, train
+from .training.evaluation import SCORING_FORMAT
+from .training.stopping import CtrlC
 from .weights import read_metadata, write_atomically
 
 MEMBER_WEIGHTS = "last.safetensors"  # each member as it ended, not chosen on the validation split

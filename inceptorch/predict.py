@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from .config import check_weights_choice
 from .errors import ConfigError, DataError
 from .images import (
     Preprocessing,
@@ -216,9 +217,7 @@ def load_for_inference(weights=None, model: str | None = None, *, origin: str = 
     ``model`` loads published weights, which carry their class names and preprocessing. The
     preprocessing is read from the model's ``pretrained_cfg`` (``origin``: another publisher's).
     """
-    if (weights is None) == (not pretrained) or (pretrained and model is None):
-        raise ConfigError("give the weights: --weights CKPT, or --model NAME --pretrained [TAG] (see inceptorch "
-                          "weights)")
+    check_weights_choice(weights, model, pretrained, "the model to run")
     if pretrained:
         net = create_model(model, pretrained=pretrained)
     elif model is None or read_metadata(weights).get("model"):

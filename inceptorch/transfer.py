@@ -1,6 +1,6 @@
 """Transfer learning: freezing part of a network, and readying a loaded checkpoint for new data.
 
-The trainer calls these; they never call the trainer (``engine.finetune`` is train with these defaults).
+The trainer calls these; they never call the trainer (``training.finetune`` is train with these defaults).
 """
 
 import logging

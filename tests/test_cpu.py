@@ -6,7 +6,7 @@ import torch
 from inceptorch import cpu
 from inceptorch.config import resolve
 from inceptorch.errors import ConfigError
-from inceptorch.training import autocast_dtype
+from inceptorch.training.steps import autocast_dtype
 
 CPU = torch.device("cpu")
 SAPPHIRE_RAPIDS = frozenset(["fpu", "sse2", "avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_bf16", "amx_tile", "amx_int8"])

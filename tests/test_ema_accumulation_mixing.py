@@ -20,18 +20,19 @@ from torch import nn
 from torch.distributed.algorithms.ddp_comm_hooks.default_hooks import allreduce_hook
 
 import inceptorch
-from inceptorch import engine
 from inceptorch.checkpoints import step_files
 from inceptorch.cli import main
 from inceptorch.config import TrainConfig, resolve
 from inceptorch.data import ImageFiles
+from inceptorch.devices import Processes
 from inceptorch.ema import ModelEma, ema_decay
 from inceptorch.errors import ConfigError
 from inceptorch.images import Preprocessing
 from inceptorch.mixing import Mixing
 from inceptorch.models import load_model
 from inceptorch.optimizers import RMSpropTF
-from inceptorch.training import Processes, sync_batch_norm, training_loss
+from inceptorch.training import loop
+from inceptorch.training.steps import sync_batch_norm, training_loss
 
 
 def _small_net():
@@ -92,7 +93,7 @@ def test_ema_is_validated_written_usable_as_a_checkpoint_and_restored_on_resume(
     assert whole.best_epoch == best["epoch"] and whole.best_val_acc == best["ema_val_acc"]
     assert inceptorch.evaluate(whole.run_dir / "ema.safetensors").num_images == 32
 
-    real_loss, calls = engine.training_loss, []
+    real_loss, calls = loop.training_loss, []
 
     def crash_mid_second_epoch(*args, **kwargs):
         calls.append(1)
@@ -100,10 +101,10 @@ def test_ema_is_validated_written_usable_as_a_checkpoint_and_restored_on_resume(
             raise KeyboardInterrupt  # as if the machine were lost in step 5 of epoch 2: steps 1-4 were done
         return real_loss(*args, **kwargs)
 
-    monkeypatch.setattr(engine, "training_loss", crash_mid_second_epoch)
+    monkeypatch.setattr(loop, "training_loss", crash_mid_second_epoch)
     with pytest.raises(KeyboardInterrupt):
         inceptorch.train(options, name="split")
-    monkeypatch.setattr(engine, "training_loss", real_loss)
+    monkeypatch.setattr(loop, "training_loss", real_loss)
     resumed = inceptorch.train({**options, "name": "split", "resume": "auto"})
     assert "resumed at step 12 (epoch 2, batch 5)" in (resumed.run_dir / "train.log").read_text()
     for name in ("ema", "last", "best"):

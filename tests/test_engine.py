@@ -10,11 +10,12 @@ from safetensors.torch import load_file
 from torch import nn
 
 import inceptorch
-from inceptorch import data, engine, runs, sources
+from inceptorch import data, runs, sources
 from inceptorch.config import TrainConfig, resolve
 from inceptorch.errors import ConfigError, TrainingError
 from inceptorch.models.base import ImageClassifier
 from inceptorch.models.layers import ConvBNAct
+from inceptorch.training import evaluation, loop, steps
 
 
 class TinyNet(ImageClassifier):
@@ -61,7 +62,7 @@ def loaders_for(model, config, source=None):
 def test_fit_learns_a_generated_task():
     config = resolve({"epochs": 3, "batch_size": 16, "lr": 0.1, "aux_weight": 0.0, "quiet": True})
     model = TinyNet(aux_logits=False)
-    history = engine.fit(model, loaders_for(model, config), config)
+    history = loop.fit(model, loaders_for(model, config), config)
     assert [row["epoch"] for row in history] == [1, 2, 3]
     assert history[-1]["val_acc"] >= 0.9
     assert history[-1]["train_loss"] < history[0]["train_loss"]
@@ -74,7 +75,7 @@ def test_val_every_scores_only_every_nth_and_the_last_epoch(tmp_path, val_every,
                       "quiet": True, "out_dir": str(tmp_path), "name": "sparse"})
     model = TinyNet(aux_logits=False)
     run = runs.Run(config)
-    history = engine.fit(model, loaders_for(model, config), config, run)
+    history = loop.fit(model, loaders_for(model, config), config, run)
     run.close()
     assert [row["val_acc"] is not None for row in history] == validated
     assert history[-1]["val_acc"] >= 0.9 and history[0]["val_loss"] is None
@@ -95,7 +96,7 @@ def test_progressive_resizing_trains_the_first_epochs_on_smaller_inputs():
     model = TinyNet(aux_logits=False)
     loaders, seen = loaders_for(model, config), []  # (the input size checks run the model too)
     model.conv.register_forward_pre_hook(lambda _, inputs: seen.append((model.training, inputs[0].shape[-2:])))
-    history = engine.fit(model, loaders, config)
+    history = loop.fit(model, loaders, config)
     training = [size for is_training, size in seen if is_training]
     assert training == [(8, 8)] * 16 + [(16, 16)] * 8  # 128 images in batches of 16: 8 steps an epoch
     assert {size for is_training, size in seen if not is_training} == {(16, 16)}
@@ -115,7 +116,7 @@ def reference_cross_entropy(logits, target, smoothing=0.0):
 def test_training_loss_is_main_plus_weighted_aux(smoothing):
     logits, aux1, aux2 = torch.randn(3, 8, 5).unbind(0)
     target = torch.randint(0, 5, (8,))
-    loss = engine.training_loss(logits, [aux1, aux2], target, 0.3, smoothing)
+    loss = steps.training_loss(logits, [aux1, aux2], target, 0.3, smoothing)
     expected = sum(w * reference_cross_entropy(z, target, smoothing)
                    for w, z in ((1.0, logits), (0.3, aux1), (0.3, aux2)))
     assert torch.allclose(loss, expected, atol=1e-6)
@@ -127,7 +128,7 @@ def test_aux_head_trains_only_when_weighted(aux_weight):
                       "aux_weight": aux_weight, "quiet": True})
     model = TinyNet(aux_logits=True)
     before = {k: v.clone() for k, v in model.state_dict().items()}
-    engine.fit(model, loaders_for(model, config), config)
+    loop.fit(model, loaders_for(model, config), config)
     after = model.state_dict()
     assert not torch.equal(before["fc.weight"], after["fc.weight"])
     assert torch.equal(before["aux.fc.weight"], after["aux.fc.weight"]) == (aux_weight == 0)
@@ -154,7 +155,7 @@ def test_non_finite_loss_stops_naming_the_step_and_keeps_the_checkpoint(tmp_path
     model = NaNAfter(bad_step=steps_per_epoch + 2)
     run = runs.Run(config)
     with pytest.raises(TrainingError) as error:
-        engine.fit(model, loaders_for(model, config, source), config, run)
+        loop.fit(model, loaders_for(model, config, source), config, run)
     run.close()
     message = str(error.value)
     assert f"step {steps_per_epoch + 2} " in message and "--lr" in message and "\n" not in message
@@ -166,7 +167,7 @@ def test_non_finite_loss_stops_naming_the_step_and_keeps_the_checkpoint(tmp_path
 def test_schedules_follow_their_definitions():
     def factors(**options):
         config = TrainConfig(epochs=10, **options)
-        return [engine.lr_factor(step, 100, config, 10) for step in range(100)]
+        return [steps.lr_factor(step, 100, config, 10) for step in range(100)]
 
     cosine = factors(schedule="cosine", warmup_epochs=0)
     assert cosine[0] == 1 and cosine[50] == pytest.approx(0.5) and cosine[-1] < 0.001
@@ -184,7 +185,7 @@ def test_schedules_follow_their_definitions():
                                         ("adamw", torch.optim.AdamW), ("rmsprop", torch.optim.RMSprop)])
 def test_optimizers_decay_weights_but_not_biases(name, kind):
     model = TinyNet(aux_logits=False)
-    optimizer = engine.make_optimizer(model, TrainConfig(optimizer=name, weight_decay=0.01, lr=0.2))
+    optimizer = steps.make_optimizer(model, TrainConfig(optimizer=name, weight_decay=0.01, lr=0.2))
     assert isinstance(optimizer, kind)
     decayed = {id(p) for g in optimizer.param_groups if g["weight_decay"] == 0.01 for p in g["params"]}
     assert id(model.fc.weight) in decayed and id(model.fc.bias) not in decayed
@@ -195,7 +196,7 @@ def test_optimizers_decay_weights_but_not_biases(name, kind):
 
 def test_classification_report_from_a_confusion_matrix():
     confusion = torch.tensor([[5, 1, 0], [2, 3, 0], [0, 0, 0]])
-    report = engine.classification_report(confusion, ["a", "b", "c"])
+    report = evaluation.classification_report(confusion, ["a", "b", "c"])
     assert report["accuracy"] == pytest.approx(8 / 11)
     assert report["classes"]["a"]["precision"] == pytest.approx(5 / 7)
     assert report["classes"]["a"]["recall"] == pytest.approx(5 / 6)
@@ -210,7 +211,7 @@ def test_resumed_run_ends_exactly_where_an_uninterrupted_one_does(tmp_path, monk
                "augment": "flip,crop", "out_dir": str(tmp_path), "quiet": True, "seed": 3}
     whole = inceptorch.train(options, name="whole")
 
-    real_loss, calls = engine.training_loss, []
+    real_loss, calls = loop.training_loss, []
 
     def crash_mid_second_epoch(*args, **kwargs):
         calls.append(1)
@@ -218,10 +219,10 @@ def test_resumed_run_ends_exactly_where_an_uninterrupted_one_does(tmp_path, monk
             raise KeyboardInterrupt  # as if the process were stopped after 3 steps of epoch 2
         return real_loss(*args, **kwargs)
 
-    monkeypatch.setattr(engine, "training_loss", crash_mid_second_epoch)
+    monkeypatch.setattr(loop, "training_loss", crash_mid_second_epoch)
     with pytest.raises(KeyboardInterrupt):
         inceptorch.train(options, name="split")
-    monkeypatch.setattr(engine, "training_loss", real_loss)
+    monkeypatch.setattr(loop, "training_loss", real_loss)
     assert runs.load_state(tmp_path / "split")["epoch"] == 1
     resumed = inceptorch.train({"resume": str(tmp_path / "split"), "quiet": True})
 
@@ -295,6 +296,6 @@ def test_label_smoothing_reaches_the_loss():
     smoothed_grad, = torch.autograd.grad(reference_cross_entropy(logits, y, 0.2), reference.fc.weight,
                                          retain_graph=True)
     plain_grad, = torch.autograd.grad(reference_cross_entropy(logits, y, 0.0), reference.fc.weight)
-    engine.fit(model, batches, config)
+    loop.fit(model, batches, config)
     assert torch.allclose(model.fc.weight, reference.fc.weight - 0.1 * smoothed_grad, atol=1e-6)
     assert not torch.allclose(model.fc.weight, reference.fc.weight - 0.1 * plain_grad, atol=1e-6)

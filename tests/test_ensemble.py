@@ -14,11 +14,11 @@ from torch import nn
 from inceptorch import sources
 from inceptorch.cli import main
 from inceptorch.config import resolve
-from inceptorch.engine import evaluate, train
 from inceptorch.ensemble import MeanProbabilities, evaluate_ensemble, train_ensemble
 from inceptorch.errors import ConfigError, DataError
 from inceptorch.images import Preprocessing
 from inceptorch.models import load_model
+from inceptorch.training import evaluate, train
 from inceptorch.weights import METADATA_KEY
 
 

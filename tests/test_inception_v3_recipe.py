@@ -8,7 +8,7 @@ from PIL import Image
 import inceptorch
 from inceptorch.config import resolve
 from inceptorch.optimizers import RMSpropTF
-from inceptorch.training import lr_factor, make_optimizer
+from inceptorch.training.steps import lr_factor, make_optimizer
 
 
 def test_the_recipe_is_the_papers_section_8():

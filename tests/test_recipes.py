@@ -15,9 +15,10 @@ from test_data import write_idx_set
 import inceptorch
 from inceptorch.cli import main
 from inceptorch.config import FIELDS, RECIPES_DIR, resolve
-from inceptorch.engine import evaluate_batches, train
 from inceptorch.ensemble import train_ensemble
 from inceptorch.images import Preprocessing
+from inceptorch.training import train
+from inceptorch.training.evaluation import evaluate_batches
 from inceptorch.weights import read_metadata
 
 RECIPES = sorted(p.stem for p in RECIPES_DIR.glob("*.yaml"))
@@ -77,21 +78,30 @@ def test_digits_are_never_flipped(name):
 
 @pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.slow) if n.endswith("d2l") else n
                                   for n in RECIPES if n not in PHOTO_RECIPES])  # d2l: 6M parameters at 96x96
-def test_recipe_trains_a_few_steps(name, idx_root, tmp_path):
+def test_recipe_trains_a_few_steps_and_reports_the_accuracy_of_the_weights_it_saved(name, idx_root, tmp_path):
     recipe = recipe_options(name)
     early = recipe.get("progressive_epochs", 0)  # one epoch at full size after them
+    # float32 (no autocast), so that the saved weights scored again give the very answers the run counted
     options = {"recipe": name, "data_root": str(idx_root), "val_split": 8, "train_samples": 8,
-               "batch_size": 8, "epochs": early + 1, "out_dir": str(tmp_path), "quiet": True}
+               "batch_size": 8, "epochs": early + 1, "out_dir": str(tmp_path), "quiet": True, "amp": False}
+    flip = bool(recipe.get("test_flip"))
     members = recipe.get("ensemble", 1)
     if members > 1:
         ensemble = train_ensemble(options)
-        assert len(ensemble.members) == members and 0 <= ensemble.val_acc <= 1
+        saved = [member.run_dir / "last.safetensors" for member in ensemble.members]
+        assert len(ensemble.members) == members
+        # the ensemble's reported accuracy is its saved members' mean probabilities scored from disk
+        assert ensemble.val_acc == inceptorch.evaluate_ensemble(saved, test_flip=flip).accuracy
         result = ensemble.members[0]
     else:
         result = train(options)
     row = result.history[-1]
-    assert len(result.history) == early + 1
-    assert np.isfinite(row["train_loss"]) and 0 <= row["val_acc"] <= 1
+    assert len(result.history) == early + 1 and np.isfinite(row["train_loss"])
+    # the last epoch's val_acc is that of last.safetensors, loaded from disk and scored on the 8 images
+    # held out of the data its metadata names (evaluate re-opens them), as a count of right answers
+    scored = inceptorch.evaluate(result.run_dir / "last.safetensors", test_flip=flip)
+    assert scored.num_images == 8 and row["val_acc"] == scored.accuracy == sum(scored.confusion[i][i] for i in
+                                                                               range(len(scored.classes))) / 8
     meta = read_metadata(result.run_dir / "last.safetensors")
     assert meta["model"] == recipe["model"]
     assert meta["pretrained_cfg"]["input_size"][-1] == recipe.get("image_size", 32 if recipe["data"] == "cifar10" else 28)

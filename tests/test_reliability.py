@@ -11,11 +11,9 @@ import errno
 import gzip
 import json
 import os
-import random
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -29,25 +27,34 @@ from inceptorch import cli, config, runs, sources, weights
 from inceptorch.errors import ConfigError, DataError, TrainingError
 
 WRAPPER = '''
-import os, sys, time
-from pathlib import Path
-import inceptorch.engine as engine
+import os, signal, sys
+import inceptorch.training.loop as loop
 
-steps_log = Path(os.environ["STEPS_LOG"])
-steps_log.with_name(f"pid-{os.environ.get('RANK', '0')}").write_text(str(os.getpid()))
-real_fsync, real_loss = os.fsync, engine.training_loss
+real_fsync, real_loss = os.fsync, loop.training_loss
+faulty = os.environ.get("RANK", "0") == os.environ.get("FAULT_RANK", "0")  # the process the faults hit
+writes, steps = 0, 0
 
-def slow_fsync(fd):
-    time.sleep(float(os.environ.get("FSYNC_DELAY", "0")))
+def fsync_or_die(fd):
+    """SIGKILL inside the k-th write of a file whose temporary name starts as KILL_IN_WRITE ("prefix:k") says:
+    the temporary file is written, neither fsynced nor renamed."""
+    global writes
+    prefix, _, k = os.environ.get("KILL_IN_WRITE", "").partition(":")
+    if faulty and prefix and os.path.basename(os.readlink(f"/proc/self/fd/{fd}")).startswith(prefix):
+        writes += 1
+        if writes == int(k):
+            os.kill(os.getpid(), signal.SIGKILL)
     real_fsync(fd)
 
-def logged_loss(*args, **kwargs):
-    with steps_log.open("a") as f:
-        f.write("step\\n")
-    time.sleep(float(os.environ.get("STEP_DELAY", "0")))
+def counted_loss(*args, **kwargs):
+    """SIGKILL (KILL_AT_STEP) or Ctrl-C (SIGINT_AT_STEP) inside this process's n-th training step."""
+    global steps
+    steps += 1
+    for variable, sent in (("KILL_AT_STEP", signal.SIGKILL), ("SIGINT_AT_STEP", signal.SIGINT)):
+        if faulty and steps == int(os.environ.get(variable, "0")):
+            os.kill(os.getpid(), sent)
     return real_loss(*args, **kwargs)
 
-os.fsync, engine.training_loss = slow_fsync, logged_loss
+os.fsync, loop.training_loss = fsync_or_die, counted_loss
 from inceptorch.cli import main
 sys.exit(main())
 '''
@@ -62,48 +69,31 @@ def _options(bars: Path, out_dir: Path) -> list[str]:
 
 
 class Trainer:
-    """Starts ``inceptorch train`` processes through the wrapper."""
+    """Starts ``inceptorch train`` processes through the wrapper, with the faults asked for."""
 
     def __init__(self, folder: Path):
         self.folder = folder
         self.wrapper = folder / "wrapper.py"
         self.wrapper.write_text(WRAPPER)
-        self.bars = write_bars_npz(folder / "bars.npz", n_train=96, n_val=32)
-        self.steps_log = folder / "steps.log"
+        self.bars = write_bars_npz(folder / "bars.npz", n_train=96, n_val=32)  # 6 steps an epoch
 
-    def start(self, *arguments, step_delay=0.0, fsync_delay=0.0, processes=1) -> subprocess.Popen:
-        env = {**os.environ, "OMP_NUM_THREADS": "1", "STEPS_LOG": str(self.steps_log),
-               "STEP_DELAY": str(step_delay), "FSYNC_DELAY": str(fsync_delay)}
+    def start(self, *arguments, processes=1, **faults) -> subprocess.Popen:
+        env = {**os.environ, "OMP_NUM_THREADS": "1", **{k.upper(): str(v) for k, v in faults.items()}}
         launcher = [sys.executable] if processes == 1 else [
             str(Path(sys.executable).with_name("torchrun")), "--standalone", "--nproc-per-node", str(processes)]
         return subprocess.Popen([*launcher, str(self.wrapper), "train", *arguments], env=env,
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
-    def fresh(self, name: str, **delays) -> subprocess.Popen:
-        return self.start(*_options(self.bars, self.folder), "--name", name, **delays)
+    def fresh(self, name: str, **faults) -> subprocess.Popen:
+        return self.start(*_options(self.bars, self.folder), "--name", name, **faults)
 
-    def resume(self, name: str, **delays) -> subprocess.Popen:
-        return self.start("--resume", str(self.folder / name), **delays)
-
-    def steps(self) -> int:
-        return len(self.steps_log.read_text().splitlines()) if self.steps_log.exists() else 0
+    def resume(self, name: str, **faults) -> subprocess.Popen:
+        return self.start("--resume", str(self.folder / name), **faults)
 
 
 def _finish(process: subprocess.Popen, timeout: float = 120) -> tuple[int, str, str]:
     out, err = process.communicate(timeout=timeout)
     return process.returncode, out, err
-
-
-def _wait_for(condition, process: subprocess.Popen, timeout: float = 120) -> bool:
-    """Polls ``condition`` every 5 ms; False when the process ended first."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        if process.poll() is not None:
-            return False
-        time.sleep(0.005)
-    raise TimeoutError("the training process neither reached the point nor ended")
 
 
 def assert_every_file_reads(run_dir: Path) -> int:
@@ -145,39 +135,22 @@ def trainer(tmp_path_factory) -> Trainer:
 
 
 @pytest.mark.slow
-def test_runs_killed_at_random_moments_resume_to_the_unbroken_result(trainer):
-    """SIGKILL inside checkpoint writes (fsync slowed to 0.3 s) and inside random training steps, then
-    --resume, until the run completes: same weights and metrics, and no file is ever torn."""
-    rng = random.Random(8)
+def test_runs_killed_inside_checkpoint_writes_and_inside_steps_resume_to_the_unbroken_result(trainer):
+    """SIGKILL inside checkpoint writes (after the temporary file is written, before its fsync and rename)
+    and inside training steps, each at a set place, then --resume, until the run completes: same weights
+    and metrics, and no file is ever torn."""
     run_dir = trainer.folder / "killed"
-    writing_state = f".{runs.STATE_FILE}."
-    # kill 1 waits for a finished epoch's state, so that there is something to resume
-    kills = [("write", writing_state), ("step", None), ("write", ".last.safetensors."), ("step", None)]
-    process = trainer.fresh("killed", step_delay=0.05, fsync_delay=0.3)
-    killed = []
-    for kind, pattern in kills:
-        if kind == "write":  # a temporary file of the checkpoint being written is there
-            def condition(pattern=pattern, first=not killed):
-                if first and not (run_dir / runs.STATE_FILE).exists():
-                    return False
-                return run_dir.is_dir() and any(p.name.startswith(pattern) for p in run_dir.iterdir())
-        else:
-            target = trainer.steps() + rng.randint(1, 5)
-
-            def condition(target=target):
-                return trainer.steps() >= target and (run_dir / runs.STATE_FILE).exists()
-        if not _wait_for(condition, process):
-            break  # the run finished before this kill
-        process.send_signal(signal.SIGKILL)
-        process.wait()
-        killed.append(kind)
-        assert process.returncode == -signal.SIGKILL
+    kills = [{"kill_in_write": f".{runs.STATE_FILE}.:2"},  # epoch 2's state: epoch 1's is there to resume
+             {"kill_at_step": 3},  # inside epoch 2, resumed from epoch 1's state
+             {"kill_in_write": ".last.safetensors.:2"},  # epoch 3's weights, after epoch 2 was committed
+             {"kill_at_step": 5}]  # inside epoch 3
+    process = trainer.fresh("killed", **kills[0])
+    for kill in kills[1:] + [{}]:
+        assert process.wait(timeout=120) == -signal.SIGKILL
         assert assert_every_file_reads(run_dir) >= 4
-        process = trainer.resume("killed", step_delay=0.05, fsync_delay=0.3)
+        process = trainer.resume("killed", **kill)
     rc, _, err = _finish(process)
     assert rc == 0, err
-    assert killed.count("write") >= 2 and killed.count("step") >= 1, killed
-    print(f"killed {len(killed)} times: {killed}")
     assert_same_run(run_dir, trainer.folder / "whole")
     assert assert_every_file_reads(run_dir) >= 6
     assert not [p.name for p in run_dir.iterdir() if p.name.endswith(".tmp")]  # resuming cleared them
@@ -186,16 +159,12 @@ def test_runs_killed_at_random_moments_resume_to_the_unbroken_result(trainer):
 @pytest.mark.slow
 def test_ctrl_c_saves_the_step_and_resume_finishes_the_same_run(trainer):
     run_dir = trainer.folder / "interrupted"
-    process = trainer.fresh("interrupted", step_delay=0.1)
-    before = trainer.steps()
-    assert _wait_for(lambda: trainer.steps() >= before + 3, process)  # inside the first epoch
-    process.send_signal(signal.SIGINT)
-    rc, _, err = _finish(process)
+    rc, _, err = _finish(trainer.fresh("interrupted", sigint_at_step=3))  # Ctrl-C inside step 3 of epoch 1
     assert rc == 130, err
-    assert "interrupted (Ctrl-C)" in err and f"--resume {run_dir}" in err
+    assert "interrupted (Ctrl-C) at step 4 (epoch 1, batch 4)" in err and f"--resume {run_dir}" in err
     assert "Traceback" not in err
     saved = runs.load_state(run_dir)
-    assert saved["epoch"] == 0 and saved["partial"]["batches"] >= 3
+    assert saved["epoch"] == 0 and saved["partial"]["batches"] == 3  # the step it was inside finished
 
     rc, _, err = _finish(trainer.resume("interrupted"))
     assert rc == 0, err
@@ -280,7 +249,7 @@ def test_unwritable_run_folder_is_refused_before_training(tmp_path, capsys):
 
 def test_detect_anomaly_names_the_backward_that_gives_nan(tmp_path, monkeypatch):
     """The forward stays finite, the backward does not: --detect-anomaly names the operation at once."""
-    from inceptorch import engine
+    from inceptorch.training import loop
 
     class NaNGradient(torch.autograd.Function):
         @staticmethod
@@ -291,8 +260,8 @@ def test_detect_anomaly_names_the_backward_that_gives_nan(tmp_path, monkeypatch)
         def backward(ctx, grad):
             return grad * float("nan")
 
-    real_loss = engine.training_loss
-    monkeypatch.setattr(engine, "training_loss", lambda *a, **k: NaNGradient.apply(real_loss(*a, **k)))
+    real_loss = loop.training_loss
+    monkeypatch.setattr(loop, "training_loss", lambda *a, **k: NaNGradient.apply(real_loss(*a, **k)))
     bars = write_bars_npz(tmp_path / "bars.npz", n_train=32, n_val=16)
     options = {"model": "lenet", "data": str(bars), "epochs": 1, "batch_size": 16, "quiet": True,
                "out_dir": str(tmp_path), "workers": 0, "device": "cpu"}
@@ -341,21 +310,17 @@ def test_idx_files_cut_short_are_named(tmp_path, content, words):
 
 @pytest.mark.slow
 def test_killed_torchrun_process_stops_the_run_and_it_resumes(trainer):
-    """Two gloo processes; process 1 is killed in epoch 2: the run stops within the bound instead of
-    hanging, and ``--resume`` under torchrun finishes it from the epoch 1 checkpoint."""
+    """Two gloo processes; process 1 is killed inside its 8th step (epoch 2, batch 2): the run stops with
+    an error naming the dead process instead of hanging, and ``--resume`` under torchrun finishes it from
+    the epoch 1 checkpoint. (How soon torchrun stops the other process: benchmarks/torchrun_stop.py.)"""
     run_dir = trainer.folder / "pair"
     process = trainer.start(*_options(trainer.bars, trainer.folder), "--name", "pair", "--dist-timeout", "30",
-                            processes=2, step_delay=0.1)
-    assert _wait_for(lambda: (run_dir / runs.STATE_FILE).exists(), process)
-    os.kill(int((trainer.folder / "pid-1").read_text()), signal.SIGKILL)
-    killed_at = time.monotonic()
-    rc, _, err = _finish(process, timeout=90)
-    stopped_after = time.monotonic() - killed_at
-    print(f"torchrun stopped {stopped_after:.1f} s after the kill (status {rc})")
-    assert rc != 0 and stopped_after < 60
+                            processes=2, fault_rank=1, kill_at_step=8)
+    rc, _, err = _finish(process, timeout=300)
+    assert rc != 0
     assert "Signal 9 (SIGKILL)" in err  # torchrun names the process that died and how
     history = runs.load_state(run_dir)["history"]
-    assert len(history) >= 1
+    assert len(history) == 1
 
     rc, _, err = _finish(trainer.start("--resume", str(run_dir), processes=2), timeout=180)
     assert rc == 0, err

@@ -76,7 +76,7 @@ def test_evaluate_on_the_module_equals_evaluate_on_its_checkpoint_and_keeps_its_
     assert model.training
     assert on_module.num_images == from_file.num_images == 32
     assert on_module.confusion == from_file.confusion and on_module.loss == pytest.approx(from_file.loss)
-    with pytest.raises(inceptorch.errors.ConfigError, match="evaluate needs a model"):
+    with pytest.raises(inceptorch.errors.ConfigError, match="evaluate needs its weights named once"):
         inceptorch.evaluate(None, str(bars))
 
 

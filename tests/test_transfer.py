@@ -14,12 +14,13 @@ from inceptorch import data as datasets
 from inceptorch import sources
 from inceptorch.cli import main
 from inceptorch.config import resolve
-from inceptorch.engine import fit, make_optimizer
 from inceptorch.errors import ConfigError, InputSizeError
 from inceptorch.images import Preprocessing
 from inceptorch.models import cfg_for_origin
 from inceptorch.models.base import ImageClassifier
 from inceptorch.models.layers import ConvBNAct
+from inceptorch.training.loop import fit
+from inceptorch.training.steps import make_optimizer
 from inceptorch.transfer import block_names, freeze, start_from_checkpoint, unfreeze
 from inceptorch.weights import save_weights
 

@@ -4,10 +4,10 @@ import argparse
 import sys
 
 from ..config import WEIGHT_ORIGINS
+from ..devices import pick_device
 from ..inference import BACKENDS, PRECISIONS
 from ..inference.choose import REDUCED_NEEDS_IMAGES
 from ..predict import load_for_inference, optimized_for_images
-from ..training import pick_device
 
 
 def input_size(text: str) -> tuple[int, ...]:

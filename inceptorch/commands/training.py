@@ -5,14 +5,12 @@ import json
 from dataclasses import MISSING, fields
 from typing import get_args
 
-import torch
-
 from ..config import TrainConfig, resolve, typed
-from ..engine import evaluate, finetune, train
-from ..ensemble import evaluate_ensemble, train_ensemble
+from ..ensemble import train_ensemble
 from ..errors import ConfigError
-from ..inference import optimize_for_inference
-from ..predict import load_for_inference, optimized_for_images
+from ..scoring import score
+from ..tables import text_table
+from ..training import finetune, train
 from .options import add_engine_options, add_pretrained, engine_choice
 
 
@@ -83,45 +81,19 @@ def add_train(sub):
 
 
 def _run_evaluate(args) -> int:
-    scoring = {"data": args.data, "split": args.split, "data_root": args.data_root, "val_split": args.val_split,
-               "batch_size": args.batch_size, "workers": args.workers, "strict": args.strict,
-               "test_flip": args.test_flip}
-    weights = args.weights or [None]
-    if len(weights) > 1:
-        if engine_choice(args) or args.pretrained:
-            raise ConfigError("an ensemble (several --weights) is scored by PyTorch on its checkpoints: leave "
-                              "out --pretrained, --engine, --precision and --calibration")
-        result = evaluate_ensemble(weights, device=args.device, **scoring)
-    else:
-        if args.pretrained and args.weights:
-            raise ConfigError("evaluate scores either a checkpoint (--weights) or published weights (--model NAME "
-                              "--pretrained): pass one of them")
-        runner, device = None, args.device
-        if engine_choice(args):
-            net, preprocessing = load_for_inference(weights[0], args.model, pretrained=args.pretrained)
-            if args.calibration:
-                runner = optimized_for_images(net, args.calibration, preprocessing=preprocessing,
-                                              **engine_choice(args))
-            else:
-                example = torch.randn(min(args.batch_size, 16), net.in_chans, preprocessing.crop,
-                                      preprocessing.crop)
-                runner = optimize_for_inference(net, example, **engine_choice(args))
-            device = "cpu"
-        result = evaluate(args.model if args.pretrained else weights[0], device=device, pretrained=args.pretrained,
-                          runner=runner, **scoring)
+    result = score(args.weights, args.model, pretrained=args.pretrained, engine=engine_choice(args),
+                   calibration=args.calibration, device=args.device, data=args.data, split=args.split,
+                   data_root=args.data_root, val_split=args.val_split, batch_size=args.batch_size,
+                   workers=args.workers, strict=args.strict, test_flip=args.test_flip)
     if args.format == "json":
         print(json.dumps(vars(result), indent=1))
         return 0
     print(f"accuracy {result.accuracy:.4f} on {result.num_images} images (loss {result.loss:.4f})\n")
-    width = max(len(c) for c in result.classes)
-    print(f"{'class':<{width}}  precision  recall     f1  support")
-    for name, row in result.per_class.items():
-        print(f"{name:<{width}}  {row['precision']:9.4f}  {row['recall']:6.4f}  {row['f1']:5.4f}  "
-              f"{row['support']:7d}")
-    cell = max(4, len(str(max(max(r) for r in result.confusion))) + 1)
+    print(text_table(["class", "precision", "recall", "f1", "support"],
+                     [[name, f"{row['precision']:.4f}", f"{row['recall']:.4f}", f"{row['f1']:.4f}", row["support"]]
+                      for name, row in result.per_class.items()]))
     print("\nconfusion matrix (rows: true class, columns: predicted, in the order above)")
-    for name, row in zip(result.classes, result.confusion):
-        print(f"{name:<{width}}  " + "".join(f"{v:>{cell}}" for v in row))
+    print(text_table(["", *result.classes], [[name, *row] for name, row in zip(result.classes, result.confusion)]))
     return 0
 
 

@@ -17,8 +17,8 @@ import torch
 import torch.distributed as dist
 from tqdm import tqdm
 
+from ..devices import Processes
 from ..errors import DataError
-from ..training import Processes
 from .inputs import ImageSource, batches
 
 log = logging.getLogger("inceptorch")
