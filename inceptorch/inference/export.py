@@ -16,7 +16,7 @@ from torch import nn
 
 from ..analysis import full_input_size
 from ..errors import ConfigError
-from ..models.base import _check_input
+from ..models.base import check_input
 from .extras import require
 
 log = logging.getLogger("inceptorch")
@@ -41,7 +41,7 @@ def _export_input(model: nn.Module, input_size) -> torch.Tensor:
                           f"{model.in_chans}: give an input size with {model.in_chans} channels (--input)")
     x = torch.randn(shape)
     if isinstance(model, nn.Module) and hasattr(model, "min_input_size"):
-        _check_input(model, (x,))
+        check_input(model, x)
     return x
 
 
