@@ -1,17 +1,16 @@
 """Commands that look at models without data: list, summary, compare, draw, explore, weights."""
 
 import sys
-from pathlib import Path
 
 from .. import hub
 from ..analysis import model_for_input
-from ..draw import draw, save_figure
+from ..draw import FORMATS, draw, save_figure
 from ..errors import ConfigError
 from ..explore import compare_chart, compare_html, explore_html, write_page
 from ..models import default_cfg, list_models
 from ..summary import compare, summary
 from ..tables import text_table
-from .options import input_size
+from .options import add_input_size, add_output
 
 
 def add_list(sub):
@@ -39,9 +38,7 @@ def add_summary(sub):
                        description="One row a layer: by default the top-level stages and every Inception "
                                    "block. Counted on PyTorch's meta device: no weights are needed.")
     p.add_argument("model", help="model name (see: inceptorch list)")
-    p.add_argument("--input", type=input_size, metavar="SIZE",
-                   help="input size: 224, 3x224x224 or 1x3x224x224; its channels set the model's in_chans "
-                        "(default: the model's own size, 3 channels)")
+    add_input_size(p, "the model's own size, 3 channels; its channels set the model's in_chans")
     p.add_argument("--num-classes", type=int, default=1000, help="classes of the classifier (default 1000)")
     p.add_argument("--depth", type=int, help="a row for every module down to this depth (1: top-level layers)")
     p.add_argument("--format", choices=("table", "json", "csv"), default="table")
@@ -52,8 +49,6 @@ def add_summary(sub):
 
 
 def _run_compare(args) -> int:
-    if args.out and Path(args.out).suffix.lower() != ".html":
-        raise ConfigError(f"--out {args.out} must end in .html (for a picture, use --plot FILE.png)")
     result = compare(args.models, args.input, bench=args.bench)
     print(result.to_json() if args.format == "json" else result.to_csv() if args.format == "csv" else result,
           end="" if args.format == "csv" else "\n")
@@ -69,14 +64,13 @@ def add_compare(sub):
                        description="One row a model, built with 1000 classes; parameters are also given "
                                    "relative to the first model named.")
     p.add_argument("models", nargs="+", metavar="MODEL")
-    p.add_argument("--input", type=input_size, metavar="SIZE",
-                   help="one input size for all models (default: each model's own)")
+    add_input_size(p, "each model's own; one size for all models")
     p.add_argument("--bench", action="store_true",
                    help="also time eager CPU inference at batch 8 (images/s, after a warm-up)")
     p.add_argument("--format", choices=("table", "json", "csv"), default="table")
-    p.add_argument("--out", metavar="FILE.html",
+    add_output(p, "--out", (".html",), metavar="FILE.html",
                    help="also write a self-contained page: the table and the chart of MACs against parameters")
-    p.add_argument("--plot", metavar="FILE", help="also write the chart alone (.png, .svg or .pdf)")
+    add_output(p, "--plot", FORMATS, metavar="FILE", help="also write the chart alone (.png, .svg or .pdf)")
     p.set_defaults(run=_run_compare)
 
 
@@ -96,15 +90,14 @@ def add_draw(sub):
     p.add_argument("model", help="model name (see: inceptorch list)")
     p.add_argument("--block", metavar="NAME", help="the block to draw, such as inception3a, Mixed_7b, repeat.0 "
                                                    "(inceptorch summary MODEL lists them)")
-    p.add_argument("--input", type=input_size, metavar="SIZE", help="input size (default: the model's own)")
-    p.add_argument("--out", required=True, metavar="FILE", help="the picture: .svg, .png or .pdf")
+    add_input_size(p)
+    add_output(p, "--out", FORMATS, required=True, metavar="FILE",
+                   help="the picture: .svg, .png or .pdf")
     p.add_argument("--dpi", type=int, default=150, help="pixels per inch of a .png (default 150)")
     p.set_defaults(run=_run_draw)
 
 
 def _run_explore(args) -> int:
-    if Path(args.out).suffix.lower() != ".html":
-        raise ConfigError(f"--out {args.out} must end in .html")
     path = write_page(explore_html(args.model, args.input), args.out)
     print(f"wrote {path}; open {path.resolve().as_uri()} in a browser (it needs no network)")
     return 0
@@ -116,8 +109,8 @@ def add_explore(sub):
                                    "and the per-layer table of summary, block rows opening into their "
                                    "branches, as one HTML file with no network needs.")
     p.add_argument("model", help="model name (see: inceptorch list)")
-    p.add_argument("--input", type=input_size, metavar="SIZE", help="input size (default: the model's own)")
-    p.add_argument("--out", required=True, metavar="FILE.html")
+    add_input_size(p)
+    add_output(p, "--out", (".html",), required=True, metavar="FILE.html")
     p.set_defaults(run=_run_explore)
 
 

@@ -3,20 +3,17 @@
 import argparse
 import json
 import sys
-from pathlib import Path
-
-import numpy as np
 
 from ..errors import ConfigError
-from ..images import image_files
 from ..inference import BACKENDS, EXPORT_FORMATS, PRECISIONS, benchmark, export
 from ..models import create_model
-from ..predict import extract_features, load_for_inference, predict
+from ..predict import embed, load_for_inference, predict, prediction_table
 from .options import (
     add_checkpoint_options,
+    add_input_size,
+    add_output,
     add_pretrained,
     inference_model,
-    input_size,
     optimized,
     warn_unreadable,
 )
@@ -30,11 +27,8 @@ def _run_predict(args) -> int:
     good = [r for r in results if not r.error]
     if args.format == "json":
         print(json.dumps([r.to_dict() for r in results], indent=2))
-    else:
-        width = max((len(r.source) for r in good), default=0)
-        for r in good:
-            tops = "  ".join(f"{c} {p:6.1%}" for c, p in zip(r.classes, r.probabilities))
-            print(f"{r.source:<{width}}  {tops}")
+    elif good:
+        print(prediction_table(good))
     if not good:
         print("inceptorch: error: none of the images could be read", file=sys.stderr)
         return 2
@@ -53,26 +47,11 @@ def add_predict(sub):
 
 
 def _run_embed(args) -> int:
-    out = Path(args.out)
-    if out.suffix not in (".npy", ".csv"):
-        raise ConfigError(f"--out {out} must end in .npy or .csv: choose the file format by its suffix")
     model, preprocessing = inference_model(args)
     model = optimized(args, model, preprocessing, features=True)
-    files, skipped = image_files(args.images), []
-    features = extract_features(model, files, preprocessing=preprocessing, batch_size=args.batch_size,
-                                skipped=skipped).numpy()
+    shape, skipped = embed(model, args.images, args.out, preprocessing=preprocessing, batch_size=args.batch_size)
     warn_unreadable(skipped)
-    failed = {s.source for s in skipped}
-    rows = [str(f) for f in files if str(f) not in failed]
-    out.parent.mkdir(parents=True, exist_ok=True)
-    if out.suffix == ".npy":
-        np.save(out, features)
-        out.with_suffix(".files.txt").write_text("".join(f"{r}\n" for r in rows))
-    else:
-        header = "file," + ",".join(f"f{i}" for i in range(features.shape[1]))
-        lines = [f"{r}," + ",".join(f"{v:.7g}" for v in row) for r, row in zip(rows, features)]
-        out.write_text("\n".join([header, *lines]) + "\n")
-    print(f"{features.shape[0]} images x {features.shape[1]} features -> {out}")
+    print(f"{shape[0]} images x {shape[1]} features -> {args.out}")
     return 0
 
 
@@ -82,7 +61,7 @@ def add_embed(sub):
                                    "feature map): .npy (rows in the order of OUT.files.txt) or .csv (one "
                                    "row per file).")
     add_checkpoint_options(p)
-    p.add_argument("--out", required=True, help="features.npy or features.csv")
+    add_output(p, "--out", (".npy", ".csv"), required=True, help="features.npy or features.csv")
     p.set_defaults(run=_run_embed)
 
 
@@ -122,9 +101,8 @@ def add_export(sub):
     add_pretrained(p)
     p.add_argument("--random-init", action="store_true", help="export untrained weights (without --weights)")
     p.add_argument("--format", choices=EXPORT_FORMATS, default="onnx")
-    p.add_argument("--out", required=True, metavar="FILE", help="file to write")
-    p.add_argument("--input", type=input_size, metavar="SIZE",
-                   help="input size: 224, 3x224x224 or 1x3x224x224 (default: the model's own, batch 1)")
+    add_output(p, "--out", required=True, metavar="FILE", help="file to write")
+    add_input_size(p, "the model's own, batch 1")
     p.add_argument("--dynamic-batch", action="store_true", help="accept any batch size, not only --input's")
     p.set_defaults(run=_run_export)
 
@@ -146,8 +124,8 @@ def _run_bench(args) -> int:
                        backend=args.backend, precision=args.precision, pretrained=args.pretrained)
     print(report.table())
     if args.json:
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(report.to_json() + "\n")
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(report.to_json() + "\n")
         print(f"results written to {args.json}")
     return 0
 
@@ -164,7 +142,7 @@ def add_bench(sub):
                                    "interleave the paths, after warm-up.")
     p.add_argument("models", nargs="+", metavar="MODEL")
     p.add_argument("--batch", type=_batch_sizes, default=(1, 16), help="batch sizes, comma-separated (default 1,16)")
-    p.add_argument("--input", type=input_size, metavar="SIZE", help="input size (default: each model's own)")
+    add_input_size(p, "each model's own")
     p.add_argument("--train", action="store_true",
                    help="also time training steps (forward, backward, SGD step) at each batch size")
     p.add_argument("--compile", action="store_true",
@@ -180,6 +158,6 @@ def add_bench(sub):
     p.add_argument("--peak-gflops", type=float,
                    help="the CPU's fp32 peak, for the share-of-peak column (default: the fp32 and bf16 "
                         "peaks measured with a large matrix product at the start)")
-    p.add_argument("--json", metavar="FILE", help="also write the results as JSON")
+    add_output(p, "--json", metavar="FILE", help="also write the results as JSON")
     p.set_defaults(run=_run_bench)
 
