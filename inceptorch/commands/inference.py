@@ -10,6 +10,7 @@ from ..models import create_model
 from ..predict import embed, load_for_inference, predict, prediction_table
 from .options import (
     add_checkpoint_options,
+    add_command,
     add_input_size,
     add_output,
     add_pretrained,
@@ -20,6 +21,8 @@ from .options import (
 
 
 def _run_predict(args) -> int:
+    """Predicts the top classes of each image. Unreadable files are named in a warning and the others
+    still predicted; exit status 0 when at least one image was predicted, 2 when none could be."""
     model, preprocessing = inference_model(args)
     model = optimized(args, model, preprocessing)
     results = predict(model, args.images, topk=args.topk, preprocessing=preprocessing, batch_size=args.batch_size)
@@ -36,17 +39,15 @@ def _run_predict(args) -> int:
 
 
 def add_predict(sub):
-    p = sub.add_parser("predict", help="class names and probabilities for image files",
-                       description="Predicts the top classes of each image. Unreadable files are named in "
-                                   "a warning and the others still predicted; exit status 0 when at least "
-                                   "one image was predicted, 2 when none could be.")
+    p = add_command(sub, "predict", _run_predict, "class names and probabilities for image files")
     add_checkpoint_options(p)
     p.add_argument("--topk", type=int, default=5, help="classes shown per image")
     p.add_argument("--format", choices=("table", "json"), default="table")
-    p.set_defaults(run=_run_predict)
 
 
 def _run_embed(args) -> int:
+    """Writes one feature vector per image (the global average of the last feature map): .npy (rows in the
+    order of OUT.files.txt) or .csv (one row per file)."""
     model, preprocessing = inference_model(args)
     model = optimized(args, model, preprocessing, features=True)
     shape, skipped = embed(model, args.images, args.out, preprocessing=preprocessing, batch_size=args.batch_size)
@@ -56,16 +57,16 @@ def _run_embed(args) -> int:
 
 
 def add_embed(sub):
-    p = sub.add_parser("embed", help="pooled feature vectors of image files, for use in other tools",
-                       description="Writes one feature vector per image (the global average of the last "
-                                   "feature map): .npy (rows in the order of OUT.files.txt) or .csv (one "
-                                   "row per file).")
+    p = add_command(sub, "embed", _run_embed, "pooled feature vectors of image files, for use in other tools")
     add_checkpoint_options(p)
     add_output(p, "--out", (".npy", ".csv"), required=True, help="features.npy or features.csv")
-    p.set_defaults(run=_run_embed)
 
 
 def _run_export(args) -> int:
+    """Writes MODEL with the weights of CKPT as an ONNX file (checked with onnx.checker), OpenVINO IR
+    (FILE.xml beside FILE.bin, fp32) or a frozen TorchScript module, then runs the file on a random input
+    (onnxruntime, OpenVINO or torch.jit.load) and compares its outputs with PyTorch's. Exit status 1 if
+    they differ by more than 1e-4."""
     if args.weights or args.pretrained:
         model, _ = load_for_inference(args.weights, args.model, pretrained=args.pretrained)
         if getattr(model, "model_name", args.model) != args.model:
@@ -90,12 +91,8 @@ def _run_export(args) -> int:
 
 
 def add_export(sub):
-    p = sub.add_parser("export", help="write a model to ONNX, OpenVINO IR or TorchScript, checked against PyTorch",
-                       description="Writes MODEL with the weights of CKPT as an ONNX file (checked with "
-                                   "onnx.checker), OpenVINO IR (FILE.xml beside FILE.bin, fp32) or a frozen "
-                                   "TorchScript module, then runs the file on a random input (onnxruntime, "
-                                   "OpenVINO or torch.jit.load) and compares its outputs with PyTorch's. "
-                                   "Exit status 1 if they differ by more than 1e-4.")
+    p = add_command(sub, "export", _run_export,
+                    "write a model to ONNX, OpenVINO IR or TorchScript, checked against PyTorch")
     p.add_argument("model", help="model name (see: inceptorch list)")
     p.add_argument("--weights", metavar="CKPT", help="checkpoint: inceptorch's own, or a torchvision/timm file")
     add_pretrained(p)
@@ -104,7 +101,6 @@ def add_export(sub):
     add_output(p, "--out", required=True, metavar="FILE", help="file to write")
     add_input_size(p, "the model's own, batch 1")
     p.add_argument("--dynamic-batch", action="store_true", help="accept any batch size, not only --input's")
-    p.set_defaults(run=_run_export)
 
 
 def _batch_sizes(text: str) -> tuple[int, ...]:
@@ -118,6 +114,12 @@ def _batch_sizes(text: str) -> tuple[int, ...]:
 
 
 def _run_bench(args) -> int:
+    """Times, in this one process, each model's inference paths: torchvision's or timm's eager model with
+    the same weights (where one exists), inceptorch eager, optimize_for_inference in fp32, bf16 (where the
+    CPU has it) and int8, onnxruntime and OpenVINO; images/s, ms per batch, achieved GFLOP/s, share of the
+    CPU's measured fp32 and bf16 peaks, top-1 agreement with fp32, and the ratios to the first path and to
+    the best peer engine. The CPU's name and ISA flags head the notes. Medians of rounds that interleave
+    the paths, after warm-up."""
     report = benchmark(args.models, batches=args.batch, train_batches=args.batch if args.train else (),
                        input_size=args.input, threads=args.threads, peak_gflops=args.peak_gflops,
                        repeats=args.repeats, compile=args.compile, onnx=not args.no_onnx,
@@ -131,15 +133,8 @@ def _run_bench(args) -> int:
 
 
 def add_bench(sub):
-    p = sub.add_parser("bench", help="CPU throughput of the reference, eager, optimized and engine paths",
-                       description="Times, in this one process, each model's inference paths: torchvision's "
-                                   "or timm's eager model with the same weights (where one exists), "
-                                   "inceptorch eager, optimize_for_inference in fp32, bf16 (where the CPU has "
-                                   "it) and int8, onnxruntime and OpenVINO; images/s, ms per batch, achieved "
-                                   "GFLOP/s, share of the CPU's measured fp32 and bf16 peaks, top-1 agreement "
-                                   "with fp32, and the ratios to the first path and to the best peer engine. "
-                                   "The CPU's name and ISA flags head the notes. Medians of rounds that "
-                                   "interleave the paths, after warm-up.")
+    p = add_command(sub, "bench", _run_bench,
+                    "CPU throughput of the reference, eager, optimized and engine paths")
     p.add_argument("models", nargs="+", metavar="MODEL")
     p.add_argument("--batch", type=_batch_sizes, default=(1, 16), help="batch sizes, comma-separated (default 1,16)")
     add_input_size(p, "each model's own")
@@ -159,5 +154,4 @@ def add_bench(sub):
                    help="the CPU's fp32 peak, for the share-of-peak column (default: the fp32 and bf16 "
                         "peaks measured with a large matrix product at the start)")
     add_output(p, "--json", metavar="FILE", help="also write the results as JSON")
-    p.set_defaults(run=_run_bench)
 

@@ -2,6 +2,7 @@
 image files."""
 
 import argparse
+import inspect
 import sys
 from pathlib import Path
 
@@ -14,6 +15,13 @@ from ..models import list_models
 from ..outputs import writable_file
 from ..predict import load_for_inference, optimized_for_images
 from ..training import pick_device
+
+
+def add_command(sub, name: str, run, help: str):
+    """A sub-command running ``run`` on the parsed arguments; ``run``'s docstring is its --help text."""
+    p = sub.add_parser(name, help=help, description=inspect.cleandoc(run.__doc__))
+    p.set_defaults(run=run)
+    return p
 
 
 def input_size(text: str) -> tuple[int, ...]:
