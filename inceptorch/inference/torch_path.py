@@ -1,4 +1,5 @@
-"""``optimize_for_inference``: the same model, faster on a CPU (batch norm folded, fused oneDNN convolutions).
+"""The torch path of ``optimize_for_inference`` (``choose``): the same model, faster on a CPU, batch
+norm folded into fused oneDNN convolutions (``FusedConv2d``), in fp32 or bf16.
 
 ``optimize_for_inference`` keeps what paid, measured with paths interleaved in one process on
 googlenet (224x224) and inception_v3 (299x299) against torchvision's eager model with the same
