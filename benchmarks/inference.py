@@ -37,10 +37,12 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 
+from inceptorch.errors import InceptorchError
 from inceptorch.images import INCEPTION_MEAN, INCEPTION_STD, Preprocessing, image_files, read_image
 from inceptorch.inference import benchmark
-from inceptorch.inference.bench import PEERS, accuracy_of_paths, bench_paths
+from inceptorch.inference.bench import PEERS, bench_paths, build_bench_path
 from inceptorch.models import create_model
 from inceptorch.sources import read_idx
 
@@ -56,6 +58,39 @@ TARGETS = (("inference", "best torch path", "best peer", 1.0),
            ("inference", "torch fp32", "onnxruntime fp32", 1.0),
            ("train step", "inceptorch channels-last", "reference", 1.2))
 ACCURACY_TARGETS = {"bf16": (0.995, 0.002), "int8": (0.99, 0.005)}  # agreement, accuracy drop at most
+
+
+
+def _top1(call, images: torch.Tensor, batch_size: int) -> torch.Tensor:
+    """The top-1 class of every image, in batches of one shape (compiled paths compile per shape): the
+    last batch reaches back over images already seen."""
+    classes = []
+    for start in range(0, len(images), batch_size):
+        end = min(start + batch_size, len(images))
+        first = max(0, end - batch_size)
+        classes.append(call(images[first:end]).argmax(1)[start - first:])
+    return torch.cat(classes)
+
+
+def accuracy_of_paths(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, paths: list[str],
+                      calibration: torch.Tensor, batch_size: int = 64) -> dict:
+    """{path: {"agreement": top-1 agreement with fp32 eager, "accuracy": on ``labels``}} of a trained
+    model on real held-out images: a faster path counts only if it keeps the predictions."""
+    model = model.eval()
+    with torch.no_grad():
+        expected = _top1(model, images, batch_size)
+    scores = {"inceptorch eager": {"agreement": 1.0, "accuracy": (expected == labels).float().mean().item()}}
+    batches = list(calibration.split(16))
+    for path in paths:
+        try:
+            built = build_bench_path(model, path, images[:batch_size], batches)
+        except InceptorchError as e:
+            logging.getLogger("inceptorch").warning("accuracy: %s left out: %s", path, e)
+            continue
+        predicted = _top1(built, images, batch_size)
+        scores[path] = {"agreement": (predicted == expected).float().mean().item(),
+                        "accuracy": (predicted == labels).float().mean().item()}
+    return scores
 
 
 def _speed(paths: dict, names) -> tuple[str, float] | None:

@@ -21,7 +21,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from .errors import ConfigError
 from .models import create_model
-from .models.base import ImageClassifier, _check_input
+from .models.base import ImageClassifier, check_input
 from .models.meta import meta_copy
 
 # ---------------------------------------------------------------------------------------------------
@@ -71,7 +71,7 @@ def _check_input_size(model: nn.Module, shape: tuple[int, ...]) -> None:
     A meta-device pass skips that check; a pass that fails runs it to explain the failure in one line.
     """
     if isinstance(model, ImageClassifier):
-        _check_input(model, (torch.empty(()).expand(shape),))
+        check_input(model, torch.empty(()).expand(shape))
 
 
 # A receptive field: (height, width, stride down, stride across) of the input pixels one output

@@ -13,12 +13,9 @@ is imported only by the functions that use it.
 import argparse
 import logging
 import sys
-from pathlib import Path
 
 from .commands import analysis, inference, metrics, training
 from .errors import InceptorchError
-from .images import IMAGE_SUFFIXES
-from .models import list_models
 
 COMMANDS = [analysis.add_list, inference.add_predict, inference.add_embed, analysis.add_summary,
             analysis.add_compare, analysis.add_draw, analysis.add_explore, training.add_train,
@@ -42,22 +39,10 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _pretrained_then_images(argv: list[str]) -> list[str]:
-    """``--pretrained cat.jpg dog.jpg`` means the default tag, then images: a word after --pretrained is
-    its value only when it is not an image path (tags have no slash and no image suffix)."""
-    argv = list(argv)
-    for i, word in enumerate(argv[:-1]):
-        following = argv[i + 1]
-        if word == "--pretrained" and following not in list_models(pretrained=True) and (
-                Path(following).exists() or "/" in following or Path(following).suffix.lower() in IMAGE_SUFFIXES):
-            argv[i] = "--pretrained=default"
-    return argv
-
-
 def main(argv=None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
-    args = build_parser().parse_args(_pretrained_then_images(sys.argv[1:] if argv is None else argv))
     try:
+        args = build_parser().parse_args(argv)  # an output path that cannot be written stops here
         result = args.run(args)
     except InceptorchError as e:
         print(f"inceptorch: error: {e}", file=sys.stderr)

@@ -1,5 +1,5 @@
-"""What the CPU at hand offers: its name and instruction-set flags, and whether bfloat16 is fast on it;
-and the record of the machine that every benchmark writes beside its figures.
+"""What the CPU at hand offers: its name and instruction-set flags, whether bfloat16 is fast on it, its
+measured peak GFLOP/s; and the record of the machine that every benchmark writes beside its figures.
 
 Read from Linux's /proc/cpuinfo; elsewhere the flags are unknown (empty) and bfloat16 counts as slow.
 """
@@ -9,6 +9,8 @@ import platform
 from pathlib import Path
 
 import torch
+
+from .timing import seconds_per_call
 
 CPUINFO = Path("/proc/cpuinfo")
 # The flags benchmark records list: vector widths, and the units that run bfloat16 and int8 fast.
@@ -54,9 +56,23 @@ def isa_flags(flags=None) -> list[str]:
 
 
 def fast_bf16(flags=None) -> bool:
-    """Whether the CPU computes bfloat16 natively (``flags``: the CPU's own by default)."""
+    """Whether the CPU computes bfloat16 natively (``flags``: the CPU's own by default): the one answer
+    training's mixed precision and inference's bf16 paths both ask.
+
+    The instruction set is the right witness, not oneDNN's ``torch.ops.mkldnn._is_mkldnn_bf16_supported``:
+    that says whether oneDNN can *run* bfloat16, and says yes on any AVX-512 CPU, where it emulates
+    bfloat16 more slowly than float32.
+    """
     flags = cpu_flags() if flags is None else flags
     return any(name in flags for name in FAST_BF16_FLAGS)
+
+
+def measured_peak_gflops(dtype: torch.dtype = torch.float32, side: int = 4096, repeats: int = 3) -> float:
+    """GFLOP/s of a ``side``-square matrix product in ``dtype`` on PyTorch's threads: the practical peak
+    that the benchmark's share-of-peak columns divide by (measured, not computed from the clock: turbo
+    and AVX-512 down-clocking make that a guess)."""
+    a, b = torch.randn(side, side).to(dtype), torch.randn(side, side).to(dtype)
+    return 2 * side**3 / seconds_per_call(lambda: torch.mm(a, b), calls=repeats) / 1e9
 
 
 def machine(device: torch.device | str = "cpu") -> dict:

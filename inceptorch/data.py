@@ -14,11 +14,12 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 
+from .decoding import ImageFiles, decoded_batches, report_unreadable
 from .errors import ConfigError, DataError, InputSizeError
-from .images import ERASING, Preprocessing, read_image, resolve_data_config
+from .images import ERASING, Preprocessing, per_channel, resolve_data_config
 from .models import cfg_for_origin
 from .models.meta import min_input_size
-from .sources import Source, Split
+from .splits import Source, Split
 
 log = logging.getLogger("inceptorch")
 
@@ -69,12 +70,8 @@ def preprocessing(source: Source, model, config) -> Preprocessing:
     if mean is None or std is None:
         data_mean, data_std = channel_stats(source.splits["train"], model.in_chans, size, resize)
         mean, std = mean or data_mean, std or data_std
-    return Preprocessing(size, resize, _per_channel(mean, model.in_chans), _per_channel(std, model.in_chans),
+    return Preprocessing(size, resize, per_channel(mean, model.in_chans), per_channel(std, model.in_chans),
                          shape.interpolation)
-
-
-def _per_channel(values, channels: int) -> tuple[float, ...]:
-    return tuple(float(v) for v in values) * (channels if len(values) == 1 else 1)
 
 
 def match_channels(x: torch.Tensor, in_chans: int) -> torch.Tensor:
@@ -236,6 +233,10 @@ def erased_rectangles(n: int, h: int, w: int, generator: torch.Generator) -> tor
     (``images.ERASING``, which the per-file path gives torchvision's RandomErasing).
 
     Filled with zeros of the normalized input, the mean colour, as torchvision's RandomErasing does.
+
+    Not ``torchvision.transforms.v2.RandomErasing`` on the batch: it draws from torch's global generator
+    one rectangle for a whole batch tensor, where this draws one per image from the run's own generator
+    for the global batch, so a run erases the same pixels on any number of processes and on resume.
     """
     area, ratio = ERASING["scale"], ERASING["ratio"]
     draws = torch.rand(5, n, generator=generator)
@@ -253,37 +254,6 @@ def erased_rectangles(n: int, h: int, w: int, generator: torch.Generator) -> tor
     return chosen & inside_rows[:, :, None] & inside_cols[:, None, :]
 
 
-class ImageFiles(torch.utils.data.Dataset):
-    """Decodes image files; one that cannot be decoded comes back as (None, label, reason)."""
-
-    def __init__(self, files, labels, transform, in_chans: int, seed: int | None = None):
-        self.files, self.labels, self.transform, self.in_chans = files, labels, transform, in_chans
-        self.seed = seed  # set per epoch; each image's augmentation is a function of (seed, index)
-
-    def __len__(self):
-        return len(self.files)
-
-    def __getitem__(self, i):
-        label = int(self.labels[i])
-        try:
-            image = read_image(self.files[i], self.in_chans)
-        except DataError as e:
-            return None, label, str(e)
-        if self.seed is None:
-            return self.transform(image), label, None
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(self.seed * 1_000_003 + i)
-            return self.transform(image), label, None
-
-
-def _collate(items):
-    images = [image for image, _, _ in items if image is not None]
-    labels = [label for image, label, _ in items if image is not None]
-    failures = [reason for image, _, reason in items if image is None]
-    x = torch.stack(images) if images else torch.empty(0)
-    return x, torch.tensor(labels, dtype=torch.long), failures
-
-
 class FileBatches(Batches):
     """Batches of image files decoded in DataLoader worker processes."""
 
@@ -296,16 +266,11 @@ class FileBatches(Batches):
 
     def __iter__(self):
         self.dataset.seed = epoch_seed(self.seed, self.epoch, 1) if self.train else None
-        batches = torch.utils.data.DataLoader(
-            self.dataset, batch_size=self.batch_size, sampler=self.indices().tolist(),
-            num_workers=self.workers, collate_fn=_collate, pin_memory=self.pin_memory)
+        batches = decoded_batches(self.dataset, self.batch_size, self.workers, sampler=self.indices().tolist(),
+                                  pin_memory=self.pin_memory)
         for x, y, failures in batches:
             for reason in failures:
-                if self.strict:
-                    raise DataError(f"{reason} (--strict): remove or replace the file")
-                if reason not in self.warned:
-                    self.warned.add(reason)
-                    log.warning("warning: %s", reason)
+                report_unreadable(reason, self.strict, self.warned)
             if len(y):
                 yield x, y
 

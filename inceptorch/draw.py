@@ -29,6 +29,7 @@ from .analysis import (
 )
 from .errors import ConfigError
 from .models import model_entry
+from .outputs import writable_file
 from .summary import Summary, summary
 from .tables import human
 from .weights import write_atomically
@@ -389,9 +390,7 @@ def svg_text(fig: Figure) -> str:
 
 def save_figure(fig: Figure, path, dpi: int = 150) -> Path:
     """Writes ``fig`` as .svg, .png or .pdf (by the suffix); a file is only ever complete or absent."""
-    path = Path(path)
-    if path.suffix.lower() not in FORMATS:
-        raise ConfigError(f"--out {path} must end in {', '.join(FORMATS)}: the suffix chooses the format")
+    path = writable_file(path, FORMATS)
     out = io.BytesIO()
     with _rc():
         fig.savefig(out, format=path.suffix[1:].lower(), dpi=dpi)

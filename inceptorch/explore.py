@@ -15,6 +15,7 @@ from matplotlib.figure import Figure
 from .analysis import full_input_size, trace_model
 from .draw import block_layout, draw_block, draw_model, drawable_model, svg_text
 from .models import default_cfg
+from .outputs import writable_file
 from .summary import Comparison, summary
 from .tables import human, pair_text, shape_text
 from .weights import write_atomically
@@ -174,7 +175,7 @@ def compare_html(comparison: Comparison) -> str:
 
 def write_page(text: str, path) -> Path:
     """Writes an HTML page; a file is only ever complete or absent."""
-    path = Path(path)
+    path = writable_file(path, (".html",))
     path.parent.mkdir(parents=True, exist_ok=True)
     write_atomically(path, text.encode("utf-8"))
     return path

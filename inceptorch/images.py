@@ -153,10 +153,11 @@ class Preprocessing:
         return v2.Compose(steps)
 
 
-def _for_channels(values: tuple[float, ...], in_chans: int) -> tuple[float, ...]:
-    """RGB statistics for a model with another number of channels (grey: their average)."""
+def per_channel(values, in_chans: int) -> tuple[float, ...]:
+    """A mean or std per input channel from one value or one per RGB channel (grey: their average)."""
+    values = tuple(float(v) for v in values)
     if len(values) == in_chans:
-        return tuple(values)
+        return values
     if in_chans == 1:
         return (sum(values) / len(values),)
     return tuple(values[i % len(values)] for i in range(in_chans))
@@ -174,7 +175,7 @@ def resolve_data_config(model_or_cfg, *, image_size: int | None = None, in_chans
     in_chans = in_chans or getattr(model_or_cfg, "in_chans", cfg["input_size"][0])
     side = image_size or cfg["input_size"][-1]
     return {"input_size": (in_chans, side, side), "interpolation": cfg["interpolation"],
-            "mean": _for_channels(tuple(cfg["mean"]), in_chans), "std": _for_channels(tuple(cfg["std"]), in_chans),
+            "mean": per_channel(cfg["mean"], in_chans), "std": per_channel(cfg["std"], in_chans),
             "crop_pct": cfg["crop_pct"], "crop_mode": cfg.get("crop_mode", "center")}
 
 

@@ -11,6 +11,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image
@@ -27,6 +28,8 @@ from .images import (
 from .inference import optimize_for_inference
 from .models import cfg_for_origin, create_model, load_model
 from .models.cfgs import imagenet_classes
+from .outputs import writable_file
+from .tables import csv_text, text_table
 from .weights import read_metadata, read_state_dict
 
 
@@ -179,6 +182,32 @@ def extract_features(model, images, *, preprocessing: Preprocessing | None = Non
     if not rows:
         raise DataError("no image could be read: check the paths and files given")
     return torch.cat(rows)
+
+
+def prediction_table(results: list[Prediction]) -> str:
+    """One line an image: its path, then its top classes with their probabilities."""
+    return text_table(None, [[r.source, "  ".join(f"{c} {p:6.1%}" for c, p in zip(r.classes, r.probabilities))]
+                             for r in results], left=2)
+
+
+def embed(model, images, out, *, preprocessing: Preprocessing | None = None, batch_size: int = 16
+          ) -> tuple[tuple[int, int], list[Prediction]]:
+    """``extract_features`` of image files written to ``out``: ``.npy`` (rows in the order of the files
+    listed in ``OUT.files.txt`` beside it) or ``.csv`` (a row a file: its path, then f0, f1, ...).
+    Returns the features' shape and the files that could not be read (named, left out)."""
+    out, files, skipped = writable_file(out, (".npy", ".csv")), image_files(images), []
+    features = extract_features(model, files, preprocessing=preprocessing, batch_size=batch_size,
+                                skipped=skipped).numpy()
+    failed = {s.source for s in skipped}
+    rows = [str(f) for f in files if str(f) not in failed]
+    out.parent.mkdir(parents=True, exist_ok=True)
+    if out.suffix.lower() == ".npy":
+        np.save(out, features)
+        out.with_suffix(".files.txt").write_text("".join(f"{r}\n" for r in rows))
+    else:
+        out.write_text(csv_text(["file", *(f"f{i}" for i in range(features.shape[1]))],
+                                [[r, *(f"{v:.7g}" for v in row)] for r, row in zip(rows, features)]))
+    return features.shape, skipped
 
 
 def optimized_for_images(model, images, *, backend: str = "torch", precision: str = "fp32",

@@ -4,26 +4,23 @@ The built-in sample, MNIST and Fashion-MNIST (IDX files, gzipped or not), CIFAR-
 image folders become a ``Source``: class names, and per split the labels with either the images
 themselves (one uint8 tensor) or their files. A set without a validation split gets one held out
 from its training split, the same for every seed. A folder of images that all share one size and
-fit in memory (CIFAR-10 as JPEG files) is decoded once into one uint8 tensor, so that it trains
-through the same in-memory batches as the IDX sets instead of decoding every file every epoch.
+fit in memory is decoded once into one uint8 tensor (``held``).
 """
 
 import gzip
 import logging
 import math
-import os
 import struct
-import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
 
 from . import hub
 from .errors import ConfigError, DataError
-from .images import IMAGE_SUFFIXES, is_listed_image, read_image
+from .held import hold_in_memory
+from .images import IMAGE_SUFFIXES, is_listed_image
+from .splits import Source, Split
 
 log = logging.getLogger("inceptorch")
 
@@ -35,32 +32,6 @@ FASHION_CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sanda
 IDX_SETS = {"mnist": ("MNIST", MNIST_CLASSES), "fashion-mnist": ("FashionMNIST", FASHION_CLASSES)}
 IDX_FILES = {"train": "train-{}-ubyte", "test": "t10k-{}-ubyte"}
 KNOWN_SETS = ("builtin", "mnist", "fashion-mnist", "cifar10")
-
-
-@dataclass
-class Split:
-    """One split: labels, and either the images themselves (uint8, N x C x H x W) or their files."""
-
-    labels: torch.Tensor
-    images: torch.Tensor | None = None
-    files: list[Path] | None = None
-
-    def __len__(self) -> int:
-        return len(self.labels)
-
-    def take(self, index) -> "Split":
-        index = torch.as_tensor(index, dtype=torch.long)
-        return Split(self.labels[index], None if self.images is None else self.images[index],
-                     None if self.files is None else [self.files[i] for i in index.tolist()])
-
-
-@dataclass
-class Source:
-    name: str
-    classes: list[str]
-    channels: int
-    splits: dict[str, Split]
-    size: int | None = None  # side of in-memory images; None for image files of any size
 
 
 def open_source(config, splits=("train", "val")) -> Source:
@@ -292,115 +263,3 @@ def _split_folder(folder: Path, classes: list[str]) -> Split:
     split = _class_files(folder, present)
     split.labels = torch.tensor([classes.index(present[i]) for i in split.labels.tolist()])
     return split
-
-
-# --- image folders held in memory ------------------------------------------------------------------
-
-
-class _DecodedFiles(torch.utils.data.Dataset):
-    """Image files decoded to uint8 H x W x 3 tensors: (tensor, None, None); for a file that cannot be read
-    (None, why, None); for one of another size than ``size`` (width, height), told from its header
-    before decoding: (None, None, its size)."""
-
-    def __init__(self, files: list[Path], size: tuple[int, int]):
-        self.files, self.size = files, size
-
-    def __len__(self):
-        return len(self.files)
-
-    def __getitem__(self, i):
-        header_size = _image_size(self.files[i])
-        if header_size is not None and header_size != self.size:
-            return None, None, header_size
-        try:
-            image = read_image(self.files[i])
-        except DataError as e:
-            return None, str(e), None
-        if image.size != self.size:  # turned by its EXIF orientation
-            return None, None, image.size
-        return torch.from_numpy(np.asarray(image).copy()), None, None
-
-
-def _available_memory() -> int:
-    """Bytes of memory available to new data (Linux's MemAvailable; free pages elsewhere)."""
-    try:
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemAvailable:"):
-                return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-
-
-def hold_in_memory(source: Source, config) -> Source:
-    """Decodes the image files of every split once into one uint8 tensor each, when they all share one
-    size and fit: by default ``config.cache_limit_mb`` decoded, with ``cache_images`` True up to 3/4 of
-    the available memory. Otherwise returns the source as it is, files streamed, and says why.
-
-    Unreadable files are left out with a warning, as the streaming loader does (``strict``: an error).
-    """
-    splits = source.splits
-    files = [f for split in splits.values() for f in split.files]
-    first = next((f for f in files if _image_size(f)), None)
-    if first is None:
-        return source
-    size = _image_size(first)
-    forced = config.cache_images is True
-    needed = 3 * size[0] * size[1] * len(files)
-    limit = _available_memory() * 3 // 4 if forced else int(config.cache_limit_mb * 2 ** 20)
-    notice = log.warning if forced else log.info
-    if needed > limit:
-        notice("%s: its %d images would take %.0f MB decoded, over the %s of %.0f MB: streaming them from "
-               "the files", source.name, len(files), needed / 2 ** 20,
-               "memory available" if forced else "--cache-limit-mb", limit / 2 ** 20)
-        return source
-    started = time.perf_counter()
-    chunks, decoded = [], []  # batches of decoded images; per file, whether it was decoded
-    batches = torch.utils.data.DataLoader(_DecodedFiles(files, size), batch_size=256, num_workers=config.workers,
-                                          collate_fn=_stack_decoded)
-    for images, problems in batches:
-        for index, (reason, other_size) in enumerate(problems, len(decoded)):
-            if other_size is not None:
-                notice("%s: its images differ in size (%s is %dx%d, %s %dx%d): streaming them from the files",
-                       source.name, first, *size, files[index], *other_size)
-                return source
-            if reason is not None:
-                if config.strict:
-                    raise DataError(f"{reason} (--strict): remove or replace the file")
-                log.warning("warning: %s", reason)
-            decoded.append(reason is None)
-        if len(images):
-            chunks.append(images)
-    images = torch.cat(chunks).permute(0, 3, 1, 2).contiguous()
-    position = torch.cumsum(torch.tensor(decoded), 0) - 1  # of each decoded file in ``images``
-    start, held = 0, {}
-    for name, split in splits.items():
-        kept = [i for i in range(len(split)) if decoded[start + i]]
-        if not kept:
-            raise DataError(f"none of the {len(split)} images of the {name} split of {source.name} could be "
-                            "decoded: check the folder")
-        held[name] = Split(split.labels[kept], images[position[[start + i for i in kept]]],
-                           [split.files[i] for i in kept])
-        start += len(split)
-    megabytes = sum(s.images.numel() for s in held.values()) / 2 ** 20
-    log.info("%s: %d images held in memory as uint8 tensors, %.0f MB (decoded in %.1f s)", source.name,
-             len(images), megabytes, time.perf_counter() - started)
-    return Source(source.name, source.classes, 3, held, min(size))
-
-
-def _stack_decoded(items) -> tuple[torch.Tensor, list]:
-    """One tensor of the batch's decoded images (one shared-memory transfer from a worker, not one a
-    file), and per file what went wrong (reason, other size)."""
-    images = [image for image, _, _ in items if image is not None]
-    stacked = torch.stack(images) if images else torch.empty(0, dtype=torch.uint8)
-    return stacked, [(reason, other_size) for _, reason, other_size in items]
-
-
-def _image_size(path: Path) -> tuple[int, int] | None:
-    """The size a file's header announces, or None for a file ``read_image`` will name as unreadable
-    (a decompression bomb included: its header is all that is read here)."""
-    try:
-        with Image.open(path) as opened:
-            return opened.size
-    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError):
-        return None

@@ -1,7 +1,7 @@
 """Reports on whole models: the per-layer summary, the per-block branch table, and model comparisons."""
 
+import functools
 import json
-import time
 from dataclasses import asdict, dataclass
 
 import torch
@@ -23,6 +23,7 @@ from .errors import ConfigError
 from .models import model_entry
 from .models.meta import min_input_size
 from .tables import csv_text, human, pair_text, shape_text, text_table
+from .timing import seconds_per_call
 from .transfer import head_modules
 
 
@@ -228,19 +229,13 @@ def branch_breakdown(model: nn.Module | str, input_size=None) -> list[BlockBreak
 # Comparing models
 
 
-def throughput(model: nn.Module, input_size: tuple[int, ...], batch: int = 8, warmup: int = 2,
-               iterations: int = 5) -> float:
-    """Images per second of eager inference on the CPU at ``batch``, timed after ``warmup`` passes."""
+def throughput(model: nn.Module, input_size: tuple[int, ...], batch: int = 8, iterations: int = 5) -> float:
+    """Images per second of eager inference on the CPU at ``batch`` (``timing.seconds_per_call``: the mean
+    of ``iterations`` passes after warm-up)."""
     x = torch.randn(batch, *input_size[1:])
     model.eval()
     with torch.inference_mode():
-        for _ in range(warmup):
-            model(x)
-        start = time.perf_counter()
-        for _ in range(iterations):
-            model(x)
-        elapsed = time.perf_counter() - start
-    return batch * iterations / elapsed
+        return batch / seconds_per_call(functools.partial(model, x), calls=iterations)
 
 
 @dataclass

@@ -22,12 +22,14 @@ def human(n: int) -> str:
     return str(n)
 
 
-def text_table(header: list[str], rows: list[list[str]], left: int = 1) -> str:
-    """Columns padded to their widest cell; the first ``left`` columns align left, the rest right."""
-    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
+def text_table(header: list[str] | None, rows: list[list[str]], left: int = 1) -> str:
+    """Columns padded to their widest cell; the first ``left`` columns align left, the rest right.
+    ``header`` None: the rows alone."""
+    lines = rows if header is None else [header, *rows]
+    widths = [max(len(str(r[i])) for r in lines) for i in range(len(lines[0]))]
     return "\n".join("  ".join(str(cell).ljust(w) if i < left else str(cell).rjust(w)
                                for i, (cell, w) in enumerate(zip(r, widths))).rstrip()
-                     for r in [header, *rows])
+                     for r in lines)
 
 
 def csv_text(header: list[str], rows: list[list]) -> str:

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 
 import pytest
 import torch
+from inception_reference import load_reference, randomize_
 
 import inceptorch
 from inceptorch import min_input_size
@@ -96,13 +97,29 @@ def test_forward_with_aux_returns_logits_and_a_list(built):
         assert type(logits) is torch.Tensor and logits.shape == (2, CLASSES) and isinstance(aux, list)
 
 
-def test_features_then_head_is_forward(built):
-    model = built.model.eval()
-    x = built.batch()
+# The models whose checkpoints load key for key from timm's (test_inception_v3.py, test_inception_v4_resnet.py)
+TIMM_TWINS = [pytest.param("inception_v3", id="inception_v3"),
+              *(pytest.param(name, id=name, marks=pytest.mark.slow) for name in ("inception_v4", "inception_resnet_v2"))]
+
+
+@pytest.mark.parametrize("name", TIMM_TWINS)
+def test_forward_features_and_forward_head_equal_timms_on_the_same_random_weights(name, tmp_path):
+    """The split of forward into features and head is timm's: the same map (N, C, H, W) before pooling,
+    the same pooled features (pre_logits) and logits from it."""
+    timm = pytest.importorskip("timm")
+    torch.manual_seed(0)
+    reference = randomize_(timm.create_model(name, pretrained=False))
+    model, _ = load_reference(name, reference, tmp_path)
+    x = torch.randn(2, 3, 75, 75)  # the smallest input all three accept
     with torch.no_grad():
-        features = model.forward_features(x)
+        features, expected = model.forward_features(x), reference.forward_features(x)
         assert features.dim() == 4 and features.shape[0] == 2
-        torch.testing.assert_close(model.forward_head(features), model(x), rtol=0, atol=0)
+        assert expected.abs().max() > 0.1  # not a comparison of two near-zero maps
+        torch.testing.assert_close(features, expected, rtol=1e-4, atol=1e-5)
+        torch.testing.assert_close(model.forward_head(features, pre_logits=True),
+                                   reference.forward_head(expected, pre_logits=True), rtol=1e-4, atol=1e-5)
+        torch.testing.assert_close(model.forward_head(features), reference.forward_head(expected),
+                                   rtol=1e-4, atol=1e-5)
 
 
 def test_reset_classifier_resizes_main_and_aux_heads(built):

@@ -14,7 +14,7 @@ from inception_reference import randomize_
 from PIL import Image
 from torch import nn
 
-from inceptorch import create_model, optimize_for_inference
+from inceptorch import cpu, create_model, optimize_for_inference
 from inceptorch.cli import main
 from inceptorch.errors import ConfigError
 from inceptorch.inference import FusedConv2d, bf16_supported, export
@@ -147,8 +147,11 @@ def test_int8_without_calibration_and_unsupported_pairs_are_one_line_errors(mode
         optimize_for_inference(model, images[:4], precision="fp16")
 
 
-def test_bf16_on_a_cpu_without_it_is_a_one_line_error(model, images, monkeypatch):
-    monkeypatch.setattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: False)
+def test_bf16_on_an_avx512_cpu_without_bf16_instructions_is_a_one_line_error(model, images, monkeypatch, tmp_path):
+    # AVX-512 alone: oneDNN would run bf16 there, emulated and slower than fp32 (cpu.fast_bf16)
+    info = tmp_path / "cpuinfo"
+    info.write_text("processor\t: 0\nmodel name\t: Test CPU\nflags\t\t: fpu avx2 avx512f avx512bw avx512_vnni\n")
+    monkeypatch.setattr(cpu, "CPUINFO", info)
     with pytest.raises(ConfigError, match="no bf16 instructions"):
         optimize_for_inference(model, images[:4], precision="bf16")
 

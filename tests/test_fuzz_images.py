@@ -11,7 +11,6 @@ import io
 import logging
 import random
 import struct
-import time
 import zlib
 from pathlib import Path
 
@@ -19,7 +18,7 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from PIL import Image
+from PIL import Image, ImageFile
 
 from inceptorch import data, sources
 from inceptorch.config import resolve
@@ -117,14 +116,17 @@ def test_each_hostile_file_is_decoded_or_named(hostile):
             assert check_read(root / name, channels) == decodes, name
 
 
-def test_decompression_bombs_are_refused_before_decoding(hostile):
+def test_decompression_bombs_are_refused_from_the_header_without_loading_pixels(hostile, monkeypatch):
     root, _ = hostile
+
+    def no_pixels(image):
+        raise AssertionError(f"{image.filename}: pixels loaded")
+
+    monkeypatch.setattr(ImageFile.ImageFile, "load", no_pixels)  # any decode of the pixel data fails the test
     for name in ("bomb.png", "wide.png"):
-        started = time.perf_counter()
         with pytest.raises(DataError, match="pixels") as error:
             read_image(root / name)
         assert str(root / name) in str(error.value)
-        assert time.perf_counter() - started < 1  # refused from the header, nothing allocated
 
 
 def test_predict_names_every_skipped_file_and_predicts_the_rest(hostile):
@@ -186,19 +188,18 @@ def mutate(content: bytes, rng: random.Random) -> bytes:
 
 
 def test_fuzzed_files_of_every_format_decode_or_are_named(tmp_path):
-    """A seeded fuzz run: 100 mutations of each seed file, each read as RGB, none slower than 2 s."""
+    """A seeded fuzz run: 100 mutations of each seed file, each read as RGB (their read times: the
+    benchmark benchmarks/fuzz_images.py)."""
     rng = random.Random(8)
     decoded = named = 0
     for name, content in seed_files().items():
         for i in range(100):
             path = tmp_path / f"{i}-{name}"
             path.write_bytes(mutate(content, rng))
-            started = time.perf_counter()
             if check_read(path):
                 decoded += 1
             else:
                 named += 1
-            assert time.perf_counter() - started < 2, path
     print(f"fuzz: {decoded + named} files, {decoded} decoded, {named} skipped with their names")
     assert decoded + named == 100 * len(FORMATS) and named > 0 and decoded > 0
 

@@ -19,6 +19,7 @@ import pytest
 import torch
 import torchvision
 from inception_reference import randomize_
+from PIL import Image
 from safetensors.torch import save_file
 
 import inceptorch
@@ -27,7 +28,6 @@ from inceptorch.cli import main
 from inceptorch.errors import CheckpointError, ConfigError
 from inceptorch.images import Preprocessing, resolve_data_config
 from inceptorch.models import default_cfg, list_models, model_entry
-from inceptorch.models.cfgs import imagenet_classes
 
 TIMM_TAGS = [n for n in list_models(pretrained=True) if default_cfg(n)["source"] == "timm"]
 
@@ -393,19 +393,32 @@ def test_finetune_from_pretrained_uses_the_tags_preprocessing(tmp_path):
 
 # --- ImageNet class names on real photos ----------------------------------------------------------------
 
-def test_predict_pretrained_prints_imagenet_class_names_for_real_photos(data_root, capsys):
-    _cache_googlenet()
+def test_predict_pretrained_gives_torchvisions_top3_for_real_photos_with_the_same_planted_weights(data_root, capsys):
+    """The cached googlenet.tv_in1k file holds random weights planted in torchvision's model: the top-3
+    classes and probabilities printed must be what torchvision's model, preprocessing (its weights'
+    transforms) and class names give on the same photos."""
+    weights = torchvision.models.GoogLeNet_Weights.IMAGENET1K_V1
+    torch.manual_seed(4)
+    reference = randomize_(torchvision.models.googlenet(aux_logits=True, init_weights=False, transform_input=True))
+    path = _hub_checkpoints() / _googlenet_file()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(reference.state_dict(), path)
     photos = sorted((data_root / "cats_vs_dogs" / "train" / "cat").glob("*.jpg"))[:2]
     photos += sorted((data_root / "cats_vs_dogs" / "train" / "dog").glob("*.jpg"))[:1]
     assert main(["predict", "--model", "googlenet", "--pretrained", *map(str, photos), "--topk", "3",
                  "--format", "json"]) == 0
     results = json.loads(capsys.readouterr().out)
     assert [r["file"] for r in results] == list(map(str, photos))
-    names = [top["class"] for r in results for top in r["top"]]
-    assert len(names) == 9 and set(names) <= set(imagenet_classes())
+    x = torch.stack([weights.transforms()(Image.open(p).convert("RGB")) for p in photos])
+    with torch.no_grad():
+        expected = reference(x).softmax(1).topk(3)
+    names = [[top["class"] for top in r["top"]] for r in results]
+    assert names == [[weights.meta["categories"][i] for i in row] for row in expected.indices.tolist()]
+    printed = torch.tensor([[top["probability"] for top in r["top"]] for r in results])
+    torch.testing.assert_close(printed, expected.values, rtol=1e-3, atol=1e-4)
     model = create_model("googlenet", pretrained=True)
     python = inceptorch.predict(model.eval(), photos, topk=3)  # the transform of its pretrained_cfg
-    assert [c for p in python for c in p.classes] == names
+    assert [p.classes for p in python] == names
 
 
 def test_weights_table_lists_every_tag_and_the_cached_path(capsys):

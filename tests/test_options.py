@@ -106,3 +106,22 @@ def test_a_resumed_run_can_be_set_back_to_the_default_learning_rate(tmp_path):
     resumed = inceptorch.train(TrainConfig(resume=str(first.run_dir), epochs=2, lr=DEFAULT_LR, quiet=True))
     assert [row["lr"] for row in resumed.history] == [0.2, DEFAULT_LR]  # epoch 2 ran at the lr given
     assert json.loads((first.run_dir / "config.json").read_text())["lr"] == DEFAULT_LR
+
+
+@pytest.mark.parametrize(("words", "pretrained", "images"), [
+    (["--pretrained", "cat.jpg", "dog.jpg"], True, ["cat.jpg", "dog.jpg"]),  # an image: the default tag
+    (["--pretrained", "photos/cat", "dog.png"], True, ["photos/cat", "dog.png"]),  # a path with a slash
+    (["--pretrained", "googlenet.tv_in1k", "cat.jpg"], "googlenet.tv_in1k", ["cat.jpg"]),  # a tag
+    (["cat.jpg", "--pretrained"], True, ["cat.jpg"]),
+    (["--weights", "w.safetensors", "cat.jpg"], False, ["cat.jpg"]),
+])
+def test_pretrained_takes_a_tag_or_leaves_the_first_image_to_the_images(words, pretrained, images):
+    for command in ("predict", "embed"):
+        out = ["--out", "f.npy"] if command == "embed" else []
+        args = build_parser().parse_args([command, "--model", "googlenet", *words, *out])
+        assert (args.pretrained, args.images) == (pretrained, images)
+
+
+def test_predict_without_images_is_one_line_and_exit_status_2(capsys):
+    assert main(["predict", "--model", "googlenet", "--pretrained"]) == 2
+    assert capsys.readouterr().err == "inceptorch: error: name the images to run on: image files, or folders of them\n"

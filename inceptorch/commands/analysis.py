@@ -1,17 +1,16 @@
 """Commands that look at models without data: list, summary, compare, draw, explore, weights."""
 
 import sys
-from pathlib import Path
 
 from .. import hub
 from ..analysis import model_for_input
-from ..draw import draw, save_figure
+from ..draw import FORMATS, draw, save_figure
 from ..errors import ConfigError
 from ..explore import compare_chart, compare_html, explore_html, write_page
 from ..models import default_cfg, list_models
 from ..summary import compare, summary
 from ..tables import text_table
-from .options import input_size
+from .options import add_command, add_input_size, add_output
 
 
 def add_list(sub):
@@ -20,6 +19,8 @@ def add_list(sub):
 
 
 def _run_summary(args) -> int:
+    """One row a layer: by default the top-level stages and every Inception block. Counted on PyTorch's
+    meta device: no weights are needed."""
     model = model_for_input(args.model, args.input, num_classes=args.num_classes)
     result = summary(model, args.input, depth=args.depth)
     if args.format == "json":
@@ -35,25 +36,21 @@ def _run_summary(args) -> int:
 
 
 def add_summary(sub):
-    p = sub.add_parser("summary", help="output shape, parameters and multiply-adds of each layer of a model",
-                       description="One row a layer: by default the top-level stages and every Inception "
-                                   "block. Counted on PyTorch's meta device: no weights are needed.")
+    p = add_command(sub, "summary", _run_summary,
+                    "output shape, parameters and multiply-adds of each layer of a model")
     p.add_argument("model", help="model name (see: inceptorch list)")
-    p.add_argument("--input", type=input_size, metavar="SIZE",
-                   help="input size: 224, 3x224x224 or 1x3x224x224; its channels set the model's in_chans "
-                        "(default: the model's own size, 3 channels)")
+    add_input_size(p, "the model's own size, 3 channels; its channels set the model's in_chans")
     p.add_argument("--num-classes", type=int, default=1000, help="classes of the classifier (default 1000)")
     p.add_argument("--depth", type=int, help="a row for every module down to this depth (1: top-level layers)")
     p.add_argument("--format", choices=("table", "json", "csv"), default="table")
     p.add_argument("--branches", action="store_true",
                    help="the per-branch breakdown of every Inception block (with --format csv: instead of "
                         "the layer rows; JSON always has it)")
-    p.set_defaults(run=_run_summary)
 
 
 def _run_compare(args) -> int:
-    if args.out and Path(args.out).suffix.lower() != ".html":
-        raise ConfigError(f"--out {args.out} must end in .html (for a picture, use --plot FILE.png)")
+    """One row a model, built with 1000 classes; parameters are also given relative to the first model
+    named."""
     result = compare(args.models, args.input, bench=args.bench)
     print(result.to_json() if args.format == "json" else result.to_csv() if args.format == "csv" else result,
           end="" if args.format == "csv" else "\n")
@@ -65,60 +62,52 @@ def _run_compare(args) -> int:
 
 
 def add_compare(sub):
-    p = sub.add_parser("compare", help="parameters, multiply-adds and smallest input of several models",
-                       description="One row a model, built with 1000 classes; parameters are also given "
-                                   "relative to the first model named.")
+    p = add_command(sub, "compare", _run_compare,
+                    "parameters, multiply-adds and smallest input of several models")
     p.add_argument("models", nargs="+", metavar="MODEL")
-    p.add_argument("--input", type=input_size, metavar="SIZE",
-                   help="one input size for all models (default: each model's own)")
+    add_input_size(p, "each model's own; one size for all models")
     p.add_argument("--bench", action="store_true",
                    help="also time eager CPU inference at batch 8 (images/s, after a warm-up)")
     p.add_argument("--format", choices=("table", "json", "csv"), default="table")
-    p.add_argument("--out", metavar="FILE.html",
+    add_output(p, "--out", (".html",), metavar="FILE.html",
                    help="also write a self-contained page: the table and the chart of MACs against parameters")
-    p.add_argument("--plot", metavar="FILE", help="also write the chart alone (.png, .svg or .pdf)")
-    p.set_defaults(run=_run_compare)
+    add_output(p, "--plot", FORMATS, metavar="FILE", help="also write the chart alone (.png, .svg or .pdf)")
 
 
 def _run_draw(args) -> int:
+    """With --block, the block's branches side by side between the previous layer and the filter
+    concatenation, with each branch's channels, parameters and multiply-adds (and the shortcut,
+    projection, scale and sum of a residual block); without it, the model's stages as a column. Drawn from
+    the modules on the meta device: no weights, no Graphviz."""
     path = save_figure(draw(args.model, block=args.block, input_size=args.input), args.out, dpi=args.dpi)
     print(f"wrote {path}")
     return 0
 
 
 def add_draw(sub):
-    p = sub.add_parser("draw", help="draw an Inception block as its paper does, or the whole model",
-                       description="With --block, the block's branches side by side between the previous layer "
-                                   "and the filter concatenation, with each branch's channels, parameters and "
-                                   "multiply-adds (and the shortcut, projection, scale and sum of a residual "
-                                   "block); without it, the model's stages as a column. Drawn from the modules "
-                                   "on the meta device: no weights, no Graphviz.")
+    p = add_command(sub, "draw", _run_draw, "draw an Inception block as its paper does, or the whole model")
     p.add_argument("model", help="model name (see: inceptorch list)")
     p.add_argument("--block", metavar="NAME", help="the block to draw, such as inception3a, Mixed_7b, repeat.0 "
                                                    "(inceptorch summary MODEL lists them)")
-    p.add_argument("--input", type=input_size, metavar="SIZE", help="input size (default: the model's own)")
-    p.add_argument("--out", required=True, metavar="FILE", help="the picture: .svg, .png or .pdf")
+    add_input_size(p)
+    add_output(p, "--out", FORMATS, required=True, metavar="FILE",
+                   help="the picture: .svg, .png or .pdf")
     p.add_argument("--dpi", type=int, default=150, help="pixels per inch of a .png (default 150)")
-    p.set_defaults(run=_run_draw)
 
 
 def _run_explore(args) -> int:
-    if Path(args.out).suffix.lower() != ".html":
-        raise ConfigError(f"--out {args.out} must end in .html")
+    """Writes the whole-model picture, every block's picture (shown on a click) and the per-layer table of
+    summary, block rows opening into their branches, as one HTML file with no network needs."""
     path = write_page(explore_html(args.model, args.input), args.out)
     print(f"wrote {path}; open {path.resolve().as_uri()} in a browser (it needs no network)")
     return 0
 
 
 def add_explore(sub):
-    p = sub.add_parser("explore", help="one self-contained HTML page to explore a model",
-                       description="Writes the whole-model picture, every block's picture (shown on a click) "
-                                   "and the per-layer table of summary, block rows opening into their "
-                                   "branches, as one HTML file with no network needs.")
+    p = add_command(sub, "explore", _run_explore, "one self-contained HTML page to explore a model")
     p.add_argument("model", help="model name (see: inceptorch list)")
-    p.add_argument("--input", type=input_size, metavar="SIZE", help="input size (default: the model's own)")
-    p.add_argument("--out", required=True, metavar="FILE.html")
-    p.set_defaults(run=_run_explore)
+    add_input_size(p)
+    add_output(p, "--out", (".html",), required=True, metavar="FILE.html")
 
 
 def _tag_row(cfg: dict, cached) -> list[str]:
@@ -129,6 +118,10 @@ def _tag_row(cfg: dict, cached) -> list[str]:
 
 
 def _run_weights(args) -> int:
+    """`inceptorch weights [MODEL]` lists every pretrained tag: source, reported ImageNet top-1, file
+    size, license and the local file when it is already cached (torch.hub's, the Hugging Face or facenet-
+    pytorch's cache). `inceptorch weights download MODEL.TAG ...` fetches them (with a progress bar and
+    the hash check; nothing is fetched for a cached file)."""
     if args.words[:1] == ["download"]:
         if len(args.words) < 2:
             raise ConfigError("name what to download: inceptorch weights download MODEL.TAG (see: inceptorch weights)")
@@ -159,14 +152,8 @@ def _run_weights(args) -> int:
 
 
 def add_weights(sub):
-    p = sub.add_parser("weights", help="pretrained weights by name: list them, or download one",
-                       description="`inceptorch weights [MODEL]` lists every pretrained tag: source, reported "
-                                   "ImageNet top-1, file size, license and the local file when it is already "
-                                   "cached (torch.hub's, the Hugging Face or facenet-pytorch's cache). "
-                                   "`inceptorch weights download MODEL.TAG ...` fetches them (with a progress bar "
-                                   "and the hash check; nothing is fetched for a cached file).")
+    p = add_command(sub, "weights", _run_weights, "pretrained weights by name: list them, or download one")
     p.add_argument("words", nargs="*", metavar="MODEL | download MODEL.TAG",
                    help="a model name, or download and the tags to fetch")
     p.add_argument("--force", action="store_true", help="download again even where a cached file exists")
-    p.set_defaults(run=_run_weights)
 

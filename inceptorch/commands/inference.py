@@ -3,26 +3,26 @@
 import argparse
 import json
 import sys
-from pathlib import Path
-
-import numpy as np
 
 from ..errors import ConfigError
-from ..images import image_files
 from ..inference import BACKENDS, EXPORT_FORMATS, PRECISIONS, benchmark, export
 from ..models import create_model
-from ..predict import extract_features, load_for_inference, predict
+from ..predict import embed, load_for_inference, predict, prediction_table
 from .options import (
     add_checkpoint_options,
+    add_command,
+    add_input_size,
+    add_output,
     add_pretrained,
     inference_model,
-    input_size,
     optimized,
     warn_unreadable,
 )
 
 
 def _run_predict(args) -> int:
+    """Predicts the top classes of each image. Unreadable files are named in a warning and the others
+    still predicted; exit status 0 when at least one image was predicted, 2 when none could be."""
     model, preprocessing = inference_model(args)
     model = optimized(args, model, preprocessing)
     results = predict(model, args.images, topk=args.topk, preprocessing=preprocessing, batch_size=args.batch_size)
@@ -30,11 +30,8 @@ def _run_predict(args) -> int:
     good = [r for r in results if not r.error]
     if args.format == "json":
         print(json.dumps([r.to_dict() for r in results], indent=2))
-    else:
-        width = max((len(r.source) for r in good), default=0)
-        for r in good:
-            tops = "  ".join(f"{c} {p:6.1%}" for c, p in zip(r.classes, r.probabilities))
-            print(f"{r.source:<{width}}  {tops}")
+    elif good:
+        print(prediction_table(good))
     if not good:
         print("inceptorch: error: none of the images could be read", file=sys.stderr)
         return 2
@@ -42,51 +39,34 @@ def _run_predict(args) -> int:
 
 
 def add_predict(sub):
-    p = sub.add_parser("predict", help="class names and probabilities for image files",
-                       description="Predicts the top classes of each image. Unreadable files are named in "
-                                   "a warning and the others still predicted; exit status 0 when at least "
-                                   "one image was predicted, 2 when none could be.")
+    p = add_command(sub, "predict", _run_predict, "class names and probabilities for image files")
     add_checkpoint_options(p)
     p.add_argument("--topk", type=int, default=5, help="classes shown per image")
     p.add_argument("--format", choices=("table", "json"), default="table")
-    p.set_defaults(run=_run_predict)
 
 
 def _run_embed(args) -> int:
-    out = Path(args.out)
-    if out.suffix not in (".npy", ".csv"):
-        raise ConfigError(f"--out {out} must end in .npy or .csv: choose the file format by its suffix")
+    """Writes one feature vector per image (the global average of the last feature map): .npy (rows in the
+    order of OUT.files.txt) or .csv (one row per file)."""
     model, preprocessing = inference_model(args)
     model = optimized(args, model, preprocessing, features=True)
-    files, skipped = image_files(args.images), []
-    features = extract_features(model, files, preprocessing=preprocessing, batch_size=args.batch_size,
-                                skipped=skipped).numpy()
+    shape, skipped = embed(model, args.images, args.out, preprocessing=preprocessing, batch_size=args.batch_size)
     warn_unreadable(skipped)
-    failed = {s.source for s in skipped}
-    rows = [str(f) for f in files if str(f) not in failed]
-    out.parent.mkdir(parents=True, exist_ok=True)
-    if out.suffix == ".npy":
-        np.save(out, features)
-        out.with_suffix(".files.txt").write_text("".join(f"{r}\n" for r in rows))
-    else:
-        header = "file," + ",".join(f"f{i}" for i in range(features.shape[1]))
-        lines = [f"{r}," + ",".join(f"{v:.7g}" for v in row) for r, row in zip(rows, features)]
-        out.write_text("\n".join([header, *lines]) + "\n")
-    print(f"{features.shape[0]} images x {features.shape[1]} features -> {out}")
+    print(f"{shape[0]} images x {shape[1]} features -> {args.out}")
     return 0
 
 
 def add_embed(sub):
-    p = sub.add_parser("embed", help="pooled feature vectors of image files, for use in other tools",
-                       description="Writes one feature vector per image (the global average of the last "
-                                   "feature map): .npy (rows in the order of OUT.files.txt) or .csv (one "
-                                   "row per file).")
+    p = add_command(sub, "embed", _run_embed, "pooled feature vectors of image files, for use in other tools")
     add_checkpoint_options(p)
-    p.add_argument("--out", required=True, help="features.npy or features.csv")
-    p.set_defaults(run=_run_embed)
+    add_output(p, "--out", (".npy", ".csv"), required=True, help="features.npy or features.csv")
 
 
 def _run_export(args) -> int:
+    """Writes MODEL with the weights of CKPT as an ONNX file (checked with onnx.checker), OpenVINO IR
+    (FILE.xml beside FILE.bin, fp32) or a frozen TorchScript module, then runs the file on a random input
+    (onnxruntime, OpenVINO or torch.jit.load) and compares its outputs with PyTorch's. Exit status 1 if
+    they differ by more than 1e-4."""
     if args.weights or args.pretrained:
         model, _ = load_for_inference(args.weights, args.model, pretrained=args.pretrained)
         if getattr(model, "model_name", args.model) != args.model:
@@ -111,22 +91,16 @@ def _run_export(args) -> int:
 
 
 def add_export(sub):
-    p = sub.add_parser("export", help="write a model to ONNX, OpenVINO IR or TorchScript, checked against PyTorch",
-                       description="Writes MODEL with the weights of CKPT as an ONNX file (checked with "
-                                   "onnx.checker), OpenVINO IR (FILE.xml beside FILE.bin, fp32) or a frozen "
-                                   "TorchScript module, then runs the file on a random input (onnxruntime, "
-                                   "OpenVINO or torch.jit.load) and compares its outputs with PyTorch's. "
-                                   "Exit status 1 if they differ by more than 1e-4.")
+    p = add_command(sub, "export", _run_export,
+                    "write a model to ONNX, OpenVINO IR or TorchScript, checked against PyTorch")
     p.add_argument("model", help="model name (see: inceptorch list)")
     p.add_argument("--weights", metavar="CKPT", help="checkpoint: inceptorch's own, or a torchvision/timm file")
     add_pretrained(p)
     p.add_argument("--random-init", action="store_true", help="export untrained weights (without --weights)")
     p.add_argument("--format", choices=EXPORT_FORMATS, default="onnx")
-    p.add_argument("--out", required=True, metavar="FILE", help="file to write")
-    p.add_argument("--input", type=input_size, metavar="SIZE",
-                   help="input size: 224, 3x224x224 or 1x3x224x224 (default: the model's own, batch 1)")
+    add_output(p, "--out", required=True, metavar="FILE", help="file to write")
+    add_input_size(p, "the model's own, batch 1")
     p.add_argument("--dynamic-batch", action="store_true", help="accept any batch size, not only --input's")
-    p.set_defaults(run=_run_export)
 
 
 def _batch_sizes(text: str) -> tuple[int, ...]:
@@ -140,31 +114,30 @@ def _batch_sizes(text: str) -> tuple[int, ...]:
 
 
 def _run_bench(args) -> int:
+    """Times, in this one process, each model's inference paths: torchvision's or timm's eager model with
+    the same weights (where one exists), inceptorch eager, optimize_for_inference in fp32, bf16 (where the
+    CPU has it) and int8, onnxruntime and OpenVINO; images/s, ms per batch, achieved GFLOP/s, share of the
+    CPU's measured fp32 and bf16 peaks, top-1 agreement with fp32, and the ratios to the first path and to
+    the best peer engine. The CPU's name and ISA flags head the notes. Medians of rounds that interleave
+    the paths, after warm-up."""
     report = benchmark(args.models, batches=args.batch, train_batches=args.batch if args.train else (),
                        input_size=args.input, threads=args.threads, peak_gflops=args.peak_gflops,
                        repeats=args.repeats, compile=args.compile, onnx=not args.no_onnx,
                        backend=args.backend, precision=args.precision, pretrained=args.pretrained)
     print(report.table())
     if args.json:
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(report.to_json() + "\n")
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(report.to_json() + "\n")
         print(f"results written to {args.json}")
     return 0
 
 
 def add_bench(sub):
-    p = sub.add_parser("bench", help="CPU throughput of the reference, eager, optimized and engine paths",
-                       description="Times, in this one process, each model's inference paths: torchvision's "
-                                   "or timm's eager model with the same weights (where one exists), "
-                                   "inceptorch eager, optimize_for_inference in fp32, bf16 (where the CPU has "
-                                   "it) and int8, onnxruntime and OpenVINO; images/s, ms per batch, achieved "
-                                   "GFLOP/s, share of the CPU's measured fp32 and bf16 peaks, top-1 agreement "
-                                   "with fp32, and the ratios to the first path and to the best peer engine. "
-                                   "The CPU's name and ISA flags head the notes. Medians of rounds that "
-                                   "interleave the paths, after warm-up.")
+    p = add_command(sub, "bench", _run_bench,
+                    "CPU throughput of the reference, eager, optimized and engine paths")
     p.add_argument("models", nargs="+", metavar="MODEL")
     p.add_argument("--batch", type=_batch_sizes, default=(1, 16), help="batch sizes, comma-separated (default 1,16)")
-    p.add_argument("--input", type=input_size, metavar="SIZE", help="input size (default: each model's own)")
+    add_input_size(p, "each model's own")
     p.add_argument("--train", action="store_true",
                    help="also time training steps (forward, backward, SGD step) at each batch size")
     p.add_argument("--compile", action="store_true",
@@ -180,6 +153,5 @@ def add_bench(sub):
     p.add_argument("--peak-gflops", type=float,
                    help="the CPU's fp32 peak, for the share-of-peak column (default: the fp32 and bf16 "
                         "peaks measured with a large matrix product at the start)")
-    p.add_argument("--json", metavar="FILE", help="also write the results as JSON")
-    p.set_defaults(run=_run_bench)
+    add_output(p, "--json", metavar="FILE", help="also write the results as JSON")
 

@@ -1,13 +1,27 @@
-"""Arguments several commands share: sizes, weights, engines, and running a checkpoint on image files."""
+"""Arguments several commands share: sizes, output files, weights, engines, and running a checkpoint on
+image files."""
 
 import argparse
+import inspect
 import sys
+from pathlib import Path
 
 from ..config import WEIGHT_ORIGINS
 from ..devices import pick_device
+from ..errors import ConfigError
+from ..images import IMAGE_SUFFIXES
 from ..inference import BACKENDS, PRECISIONS
 from ..inference.choose import REDUCED_NEEDS_IMAGES
+from ..models import list_models
+from ..outputs import writable_file
 from ..predict import load_for_inference, optimized_for_images
+
+
+def add_command(sub, name: str, run, help: str):
+    """A sub-command running ``run`` on the parsed arguments; ``run``'s docstring is its --help text."""
+    p = sub.add_parser(name, help=help, description=inspect.cleandoc(run.__doc__))
+    p.set_defaults(run=run)
+    return p
 
 
 def input_size(text: str) -> tuple[int, ...]:
@@ -21,8 +35,37 @@ def input_size(text: str) -> tuple[int, ...]:
     return dims
 
 
-def add_pretrained(p) -> None:
+def add_input_size(p, default: str = "the model's own") -> None:
+    p.add_argument("--input", type=input_size, metavar="SIZE",
+                   help=f"input size: 224, 3x224x224 or 1x3x224x224 (default: {default})")
+
+
+def add_output(p, option: str, suffixes: tuple[str, ...] = (), **kwargs) -> None:
+    """An option naming a file to write, checked by ``outputs.writable_file`` as the arguments are parsed:
+    before any work, so that a path that cannot be written is one line (``main`` prints it, status 2)."""
+    def checked(text: str) -> Path:
+        try:
+            return writable_file(text, suffixes)
+        except ConfigError as e:
+            raise ConfigError(f"{option} {e}") from None
+    p.add_argument(option, type=checked, **kwargs)
+
+
+class _TagOrFirstImage(argparse.Action):
+    """``--pretrained cat.jpg dog.jpg`` is the default tag, then images: the word after --pretrained is
+    its tag only when it is not an image path (tags have no slash and no image suffix)."""
+
+    def __call__(self, parser, namespace, value, option_string=None):
+        if isinstance(value, str) and value not in list_models(pretrained=True) and (
+                Path(value).exists() or "/" in value or Path(value).suffix.lower() in IMAGE_SUFFIXES):
+            namespace.images = [*(namespace.images or []), value]
+            value = self.const
+        setattr(namespace, self.dest, value)
+
+
+def add_pretrained(p, images_follow: bool = False) -> None:
     p.add_argument("--pretrained", nargs="?", const=True, default=False, metavar="TAG",
+                   action=_TagOrFirstImage if images_follow else "store",
                    help="published weights instead of --weights: the model's default, or a tag "
                         "(see: inceptorch weights), from the local cache or downloaded once")
 
@@ -33,8 +76,7 @@ def add_checkpoint_options(p) -> None:
                    help="checkpoint: inceptorch's own, or a torchvision/timm file together with --model")
     p.add_argument("--model", help="model name, for checkpoints that do not name theirs (torchvision, timm) "
                                    "and for --pretrained")
-    add_pretrained(p)
-
+    add_pretrained(p, images_follow=True)
     p.add_argument("--weights-origin", default="auto", choices=WEIGHT_ORIGINS,
                    help="whose preprocessing the weights expect (auto: the checkpoint's own, else the "
                         "model's layout)")
@@ -42,7 +84,9 @@ def add_checkpoint_options(p) -> None:
     p.add_argument("--batch-size", type=int, default=16, help="images per forward pass")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda")
     add_engine_options(p, "the images given")
-    p.add_argument("images", nargs="+", metavar="IMAGE_OR_FOLDER", help="image files, or folders of them")
+    # "*" and "extend": --pretrained may have taken the first image (_TagOrFirstImage)
+    p.add_argument("images", nargs="*", action="extend", metavar="IMAGE_OR_FOLDER",
+                   help="image files, or folders of them")
 
 
 def add_engine_options(p, calibration_default: str) -> None:
@@ -66,6 +110,8 @@ def engine_choice(args) -> dict | None:
 
 def inference_model(args):
     """The checkpoint's model on the chosen device, and its preprocessing."""
+    if not args.images:
+        raise ConfigError("name the images to run on: image files, or folders of them")
     model, preprocessing = load_for_inference(args.weights, args.model, origin=args.weights_origin,
                                               image_size=args.image_size, pretrained=args.pretrained)
     device = "cpu" if engine_choice(args) and args.device == "auto" else args.device

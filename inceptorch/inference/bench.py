@@ -9,8 +9,6 @@ and bf16 peaks measured at the start with a large matrix product (``cpu.measured
 import copy
 import json
 import logging
-import math
-import statistics
 import time
 from dataclasses import asdict, dataclass, field
 
@@ -19,13 +17,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..analysis import count_macs, full_input_size
-from ..cpu import describe, machine
+from ..cpu import describe, fast_bf16, machine, measured_peak_gflops
 from ..errors import ConfigError, InceptorchError
 from ..models import create_model
 from ..tables import text_table
+from ..timing import time_interleaved
 from .choose import BACKENDS, build_path, candidates, top1_agreement
-from .cpu import measured_peak_gflops
-from .optimize import bf16_supported
 
 log = logging.getLogger("inceptorch")
 
@@ -151,28 +148,6 @@ def _machine() -> dict:
     return info
 
 
-def time_interleaved(calls: dict, repeats: int, min_round_s: float = 0.3) -> dict[str, float]:
-    """Median seconds per call of each function, timed in rounds that visit every function in turn.
-
-    Interleaving keeps the ratios fair when the machine's load drifts during the run; each round
-    repeats a call until it lasts ``min_round_s``, so that short calls are not timer noise.
-    """
-    iterations = {}
-    for name, call in calls.items():
-        call()  # warm-up: first-call work (weight reorders, allocator, ONNX Runtime's arenas)
-        start = time.perf_counter()
-        call()
-        iterations[name] = max(1, math.ceil(min_round_s / max(time.perf_counter() - start, 1e-6)))
-    samples = {name: [] for name in calls}
-    for _ in range(repeats):
-        for name, call in calls.items():
-            start = time.perf_counter()
-            for _ in range(iterations[name]):
-                call()
-            samples[name].append((time.perf_counter() - start) / iterations[name])
-    return {name: statistics.median(times) for name, times in samples.items()}
-
-
 def _timed_setup(build):
     start = time.perf_counter()
     result = build()
@@ -201,7 +176,7 @@ def bench_paths(backend: str = "all", precision: str = "all", compile: bool = Fa
             continue
         if p == "default" or (b, p) in candidates(b, p, reduced=True):
             chosen.append(name)
-        elif p != "bf16" or bf16_supported():
+        elif p != "bf16" or fast_bf16():
             log.info("bench: %s left out (its extra is not installed)", name)
     return chosen
 
@@ -262,9 +237,9 @@ def _peaks(peak_gflops: float | None) -> dict:
     if peak_gflops:
         return {"fp32": peak_gflops, "source": "fp32 given, bf16 not"}
     peaks = {"fp32": measured_peak_gflops(torch.float32)}
-    if bf16_supported():
+    if fast_bf16():
         peaks["bf16"] = measured_peak_gflops(torch.bfloat16)
-    peaks["source"] = "measured: torch.mm of two 4096x4096 matrices, median of 3"
+    peaks["source"] = "measured: torch.mm of two 4096x4096 matrices, mean of 3 (torch.utils.benchmark)"
     return peaks
 
 
@@ -340,35 +315,3 @@ def benchmark(models, *, batches=(1, 16), train_batches=(), input_size=None, thr
     finally:
         torch.set_num_threads(previous_threads)
     return BenchReport(rows, peaks, threads or previous_threads, repeats, where)
-
-
-def _top1(call, images: torch.Tensor, batch_size: int) -> torch.Tensor:
-    """The top-1 class of every image, in batches of one shape (compiled paths compile per shape): the
-    last batch reaches back over images already seen."""
-    classes = []
-    for start in range(0, len(images), batch_size):
-        end = min(start + batch_size, len(images))
-        first = max(0, end - batch_size)
-        classes.append(call(images[first:end]).argmax(1)[start - first:])
-    return torch.cat(classes)
-
-
-def accuracy_of_paths(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, paths: list[str],
-                      calibration: torch.Tensor, batch_size: int = 64) -> dict:
-    """{path: {"agreement": top-1 agreement with fp32 eager, "accuracy": on ``labels``}} of a trained
-    model on real held-out images: a faster path counts only if it keeps the predictions."""
-    model = model.eval()
-    with torch.no_grad():
-        expected = _top1(model, images, batch_size)
-    scores = {"inceptorch eager": {"agreement": 1.0, "accuracy": (expected == labels).float().mean().item()}}
-    batches = list(calibration.split(16))
-    for path in paths:
-        try:
-            built = build_bench_path(model, path, images[:batch_size], batches)
-        except InceptorchError as e:
-            log.warning("accuracy: %s left out: %s", path, e)
-            continue
-        predicted = _top1(built, images, batch_size)
-        scores[path] = {"agreement": (predicted == expected).float().mean().item(),
-                        "accuracy": (predicted == labels).float().mean().item()}
-    return scores

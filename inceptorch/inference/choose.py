@@ -12,24 +12,24 @@ not trusted blindly: its path is built and its agreement checked again on the im
 and a choice that fails (or an entry that is not a choice) is measured again.
 """
 
+import functools
 import hashlib
 import json
 import logging
 import os
-import statistics
-import time
 from pathlib import Path
 
 import torch
 from torch import nn
 
 from .. import hub
-from ..cpu import cpu_name, isa_names
+from ..cpu import cpu_name, fast_bf16, isa_names
 from ..errors import ConfigError
+from ..timing import seconds_per_call
 from .engines import ENGINE_PRECISIONS, engine_model
 from .extras import available
-from .optimize import InferenceModel, bf16_supported, torch_model
 from .quantize import CALIBRATION_BATCH, calibration_batches, torch_int8
+from .torch_path import InferenceModel, torch_model
 
 log = logging.getLogger("inceptorch")
 
@@ -68,7 +68,7 @@ def candidates(backend: str, precision: str, reduced: bool) -> list[tuple[str, s
             if p != "fp32":
                 supported = supported and reduced
             if p == "bf16":
-                supported = supported and bf16_supported()
+                supported = supported and fast_bf16()
             if p == "int8":
                 supported = supported and available(QUANTIZER_MODULES[b])
             if supported:
@@ -115,16 +115,6 @@ def _write_cache(key: str, choice: dict) -> None:
     temporary = path.with_suffix(f".{os.getpid()}.tmp")
     temporary.write_text(json.dumps(cache, indent=1) + "\n")
     temporary.replace(path)
-
-
-def _seconds_per_call(call, x, calls: int = 5) -> float:
-    call(x)  # a second warm-up: compiled paths do lazy work on their first calls
-    times = []
-    for _ in range(calls):
-        start = time.perf_counter()
-        call(x)
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
 
 
 def top1_agreement(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -198,7 +188,7 @@ def _auto(model, example_input, backend, precision, compile, batches) -> Inferen
     results = {}
     for b, p in pairs:
         path, agreement = build_and_judge(b, p)
-        seconds = _seconds_per_call(path, example_input)
+        seconds = seconds_per_call(functools.partial(path, example_input))
         results[(b, p)] = (path, seconds, agreement)
         log.info("  %s %s: %.1f ms a call, top-1 agreement %.1f%% on %s", b, p, seconds * 1e3, agreement * 100,
                  judged_on)

@@ -18,8 +18,8 @@ from torch import nn
 from ..analysis import full_input_size
 from ..errors import ConfigError
 from .export import onnx_session, openvino_compiled, openvino_model, write_onnx
-from .optimize import InferenceModel, check_bf16
 from .quantize import openvino_int8
+from .torch_path import InferenceModel, check_bf16
 
 ENGINE_PRECISIONS = {"onnxruntime": ("fp32",), "openvino": ("fp32", "bf16", "int8")}
 OPENVINO_HINTS = {"fp32": {"INFERENCE_PRECISION_HINT": "f32"}, "bf16": {"INFERENCE_PRECISION_HINT": "bf16"},

@@ -16,7 +16,8 @@ from torch import nn
 
 from ..analysis import full_input_size
 from ..errors import ConfigError
-from ..models.base import _check_input
+from ..models.base import check_input
+from ..outputs import writable_file
 from .extras import require
 
 log = logging.getLogger("inceptorch")
@@ -41,7 +42,7 @@ def _export_input(model: nn.Module, input_size) -> torch.Tensor:
                           f"{model.in_chans}: give an input size with {model.in_chans} channels (--input)")
     x = torch.randn(shape)
     if isinstance(model, nn.Module) and hasattr(model, "min_input_size"):
-        _check_input(model, (x,))
+        check_input(model, x)
     return x
 
 
@@ -183,9 +184,8 @@ def export(model: nn.Module, path, format: str = "onnx", input_size=None, *, dyn
     """
     if format not in EXPORT_FORMATS:
         raise ConfigError(f"unknown export format '{format}': choose one of {', '.join(EXPORT_FORMATS)}")
-    path = Path(path)
-    if not path.parent.is_dir():
-        raise ConfigError(f"folder {path.parent} does not exist: create it or choose another --out")
+    path = writable_file(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
     model = copy.deepcopy(model).eval().cpu()
     x = _export_input(model, input_size)
     if format == "onnx":

@@ -20,7 +20,7 @@ from torch import nn
 from ..errors import ConfigError
 from ..images import create_transform, image_files, read_image
 from .extras import require
-from .optimize import InferenceModel
+from .torch_path import InferenceModel
 
 log = logging.getLogger("inceptorch")
 

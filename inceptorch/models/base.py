@@ -56,7 +56,7 @@ class ImageClassifier(nn.Module):
         self._feature_info = None
         self._head_shapes: dict[str, dict] = {}  # head path -> head_shape, kept for resizing from 0 classes
         self._min_input_size = None
-        self.register_forward_pre_hook(_check_input)
+        self.register_forward_pre_hook(_check_input_hook)
 
     # --- the walk over the layers ------------------------------------------------------------------
 
@@ -121,7 +121,7 @@ class ImageClassifier(nn.Module):
         """Logits and the auxiliary logits (none for models without aux heads): the trainer's door to them."""
         if not self.has_aux:
             return self(x), []
-        _check_input(self, (x,))
+        check_input(self, x)
         aux, features = [], x
         for _, features in self.layer_outputs(x, aux):
             pass
@@ -208,7 +208,7 @@ class ImageClassifier(nn.Module):
         names = self.endpoint_names()
         if final_endpoint is not None and final_endpoint not in names:
             raise ConfigError(f"unknown endpoint '{final_endpoint}' of {self._name()}: choose one of {', '.join(names)}")
-        _check_input(self, (x,))
+        check_input(self, x)
         out, aux, features = {}, [], x
         for name, features in self.layer_outputs(x, aux):
             out[name] = features
@@ -371,11 +371,16 @@ def _compiling() -> bool:
     return "torch._dynamo" in sys.modules and torch.compiler.is_compiling()
 
 
-def _check_input(model: ImageClassifier, args) -> None:
-    """Turns a wrong input into a one-line error before PyTorch fails somewhere deep inside."""
+def _check_input_hook(model: ImageClassifier, args) -> None:
+    check_input(model, args[0])
+
+
+def check_input(model: ImageClassifier, x: torch.Tensor) -> None:
+    """Turns a wrong input batch ``x`` (rank, channels, a side below the model's minimum) into a one-line
+    ``InputSizeError`` before PyTorch fails somewhere deep inside; the optimized, exported and counted
+    copies of a model run it too."""
     if _compiling() or torch.jit.is_tracing() or torch.jit.is_scripting():
         return
-    x = args[0]
     if x.device.type == "meta":
         return
     name = getattr(model, "model_name", type(model).__name__)

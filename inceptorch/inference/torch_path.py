@@ -1,4 +1,5 @@
-"""``optimize_for_inference``: the same model, faster on a CPU (batch norm folded, fused oneDNN convolutions).
+"""The torch path of ``optimize_for_inference`` (``choose``): the same model, faster on a CPU, batch
+norm folded into fused oneDNN convolutions (``FusedConv2d``), in fp32 or bf16.
 
 ``optimize_for_inference`` keeps what paid, measured with paths interleaved in one process on
 googlenet (224x224) and inception_v3 (299x299) against torchvision's eager model with the same
@@ -43,8 +44,9 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_weights
 
+from ..cpu import fast_bf16
 from ..errors import ConfigError
-from ..models.base import _check_input
+from ..models.base import check_input
 from ..models.layers import ConvBNAct
 
 log = logging.getLogger("inceptorch")
@@ -52,11 +54,6 @@ log = logging.getLogger("inceptorch")
 
 ONEDNN_DTYPES = (torch.float32, torch.bfloat16)  # the dtypes FusedConv2d runs through oneDNN
 TORCH_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
-
-
-def bf16_supported() -> bool:
-    """Whether this CPU runs bf16 in hardware (AVX512-BF16 or AMX), as oneDNN sees it."""
-    return _onednn_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported()
 
 
 def _onednn_available() -> bool:
@@ -184,7 +181,7 @@ class InferenceModel(nn.Module):
 
     def forward(self, x):
         if self._checked:
-            _check_input(self, (x,))
+            check_input(self, x)
         if x.dim() == 4 and self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         x = x.to(self.dtype)
@@ -202,7 +199,7 @@ class InferenceModel(nn.Module):
 
 
 def check_bf16(precision: str) -> None:
-    if precision == "bf16" and not bf16_supported():
+    if precision == "bf16" and not fast_bf16():
         raise ConfigError("this CPU has no bf16 instructions (AVX512-BF16 or AMX): use precision fp32 or int8")
 
 
