@@ -279,3 +279,23 @@ def test_torchrun_gives_the_statistics_of_one_process(cifar, tmp_path):
     mu, sigma, count, _ = metrics.load_statistics(out)
     assert count == alone[2] == 21
     assert np.abs(mu - alone[0]).max() <= 1e-6 and np.abs(sigma - alone[1]).max() <= 1e-6
+
+
+@pytest.mark.slow
+@pytest.mark.realdata
+def test_torchrun_gives_the_kid_and_is_of_one_process(cifar, tmp_path):
+    # odd counts: the two processes' shards differ in size, and IS's shuffle and KID's subsets read the
+    # gathered rows by position, so any disorder in the gather would change both values
+    a = _linked(tmp_path / "a", sorted(cifar[0].iterdir())[:21])
+    b = _linked(tmp_path / "b", sorted(cifar[1].iterdir())[:17])
+    options = ["--dims", "64", "--kid-subsets", "5", "--kid-subset-size", "12", "--isc-splits", "3", "--no-cache"]
+    alone = metrics.compute(a, b, fid=False, kid=True, isc=True, dims=64, kid_subsets=5, kid_subset_size=12,
+                            isc_splits=3, cache=False, progress=False)
+    torchrun = Path(sys.executable).with_name("torchrun")
+    run = subprocess.run([str(torchrun), "--standalone", "--nproc-per-node", "2", "-m", "inceptorch.cli", "metrics",
+                          str(a), str(b), "--kid", "--isc", *options], check=True, timeout=300,
+                         env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True)
+    printed = dict(line.split(": ", 1) for line in run.stdout.splitlines() if line.startswith(("KID: ", "IS: ")))
+    kid, isc = (tuple(float(v) for v in printed[name].split(" ± ")) for name in ("KID", "IS"))
+    assert kid == pytest.approx(alone.kid, rel=1e-5, abs=1e-9)  # printed to 7 significant digits
+    assert isc == pytest.approx(alone.isc, rel=1e-5)
