@@ -118,6 +118,23 @@ def test_features_equal_pytorch_fid_at_batch_size_1_on_photos_of_mixed_sizes(pho
 
 
 @pytest.mark.realdata
+def test_openvino_path_pads_the_last_batch_to_one_shape_and_drops_the_padding(photos):
+    pytest.importorskip("openvino", reason="the [openvino] extra is not installed")
+    files = photos[:7]  # batches of 4: the second has 3 images and is padded
+    extractor = metrics.extractor.fid_inception(64, backend="openvino", batch_size=4)
+    shapes = []
+
+    def recording(x):
+        shapes.append(tuple(x.shape))
+        return extractor(x)
+
+    collected = metrics.collect.collect(metrics.inputs.image_source(files), recording, mode="pytorch-fid", dims=64,
+                                        batch_size=4, keep_features=True, progress=False, fixed_batch=True)
+    assert shapes == [(4, 3, 299, 299)] * 2 and collected.count == 7
+    assert np.abs(collected.features - _pytorch_fid_features(files, 64)).max() <= 1e-4
+
+
+@pytest.mark.realdata
 def test_features_equal_pytorch_fid_on_cifar_jpegs(cifar):
     files = sorted(cifar[0].iterdir())[:12]
     assert np.abs(_features(files, 2048) - _pytorch_fid_features(files, 2048)).max() <= 1e-4
