@@ -234,6 +234,25 @@ def test_statistics_cache_is_reused_and_invalidated_when_a_file_changes(photos, 
 
 
 @pytest.mark.realdata
+def test_statistics_cache_keeps_the_entries_used_last(photos, tmp_path, monkeypatch):
+    monkeypatch.setattr(metrics.statsfiles, "CACHE_ENTRIES", 2)
+    cache = tmp_path / "cache" / "inceptorch" / "fid_statistics"
+    folders = [_linked(tmp_path / name, [photo]) for name, photo in zip("abc", photos)]
+
+    def statistics(folder):
+        before = set(cache.glob("*.npz"))
+        mu = metrics.feature_statistics(folder, dims=64, progress=False)[0]
+        return mu, set(cache.glob("*.npz")) - before
+
+    mu_a, (entry_a,) = statistics(folders[0])
+    metrics.save_statistics(entry_a, mu_a + 1000, np.eye(64))  # marked: a read of the cache shows it
+    _, (entry_b,) = statistics(folders[1])
+    assert statistics(folders[0])[0][0] == mu_a[0] + 1000  # a is read from the cache, so used after b
+    _, (entry_c,) = statistics(folders[2])
+    assert not entry_b.exists() and set(cache.glob("*.npz")) == {entry_a, entry_c}
+
+
+@pytest.mark.realdata
 def test_corrupt_image_is_skipped_with_a_warning_and_strict_stops(photos, tmp_path, caplog, capsys):
     folder = _linked(tmp_path / "images", photos[:3])
     (folder / "broken.png").write_bytes(b"not a png at all")
