@@ -76,13 +76,20 @@ def linked_folder(folder: Path, files: list[Path]) -> str:
 
 
 def image_pairs(root: Path, count: int, names: list[str], work: Path) -> dict:
+    pairs = {}  # in the order of ``names``
+    for name in names:
+        pairs.update(_pair(root, count, name, work))
+    return pairs
+
+
+def _pair(root: Path, count: int, name: str, work: Path) -> dict:
     pairs = {}
-    if "cifar10" in names:
+    if name == "cifar10":
         files = sorted((root / "cifar10" / "train").glob("*/*.jpg"))
         files = files[::max(1, len(files) // (2 * count))][:2 * count]  # every class, spread evenly
         pairs["cifar10"] = (linked_folder(work / "cifar_a", files[0::2]), linked_folder(work / "cifar_b", files[1::2]),
                             True)
-    if "cats_vs_dogs" in names:
+    if name == "cats_vs_dogs":
         photos = root / "cats_vs_dogs" / "train"
         side = min(count, 500)
         pairs["cats_vs_dogs"] = (linked_folder(work / "cats", sorted((photos / "cat").glob("*.jpg"))[:side]),
@@ -110,7 +117,7 @@ def run_path(path: str, a: str, b: str, same_size: bool) -> float:
 
 
 def available_paths(requested: list[str] | None) -> list[str]:
-    paths = list(REFERENCES + EXACT) + ["inceptorch int8", "inceptorch openvino"]
+    paths = list(REFERENCES + EXACT) + ["inceptorch int8", "inceptorch openvino", "inceptorch openvino int8"]
     if bf16_supported():
         paths.insert(len(REFERENCES) + len(EXACT), "inceptorch bf16")
     return [p for p in paths if requested is None or p in requested]
@@ -128,6 +135,7 @@ def main() -> None:
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
     info = machine()
+    load_before = os.getloadavg()  # the machine may be shared: the load says how far to trust the seconds
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         if args.torch_home:
@@ -146,7 +154,7 @@ def main() -> None:
                     values[path, name] = run_path(path, a, b, same_size)
                     times[path, name].append(time.perf_counter() - start)
                     print(f"round {round_ + 1} {name:<13} {path:<26} {times[path, name][-1]:8.1f} s  "
-                          f"FID {values[path, name]:.6g}", file=sys.stderr)
+                          f"FID {values[path, name]:.6g}  load {os.getloadavg()[0]:.1f}", file=sys.stderr, flush=True)
         counts = {name: len(os.listdir(a)) + len(os.listdir(b)) for name, (a, b, _) in pairs.items()}
     rows = []
     for name in pairs:
@@ -159,7 +167,9 @@ def main() -> None:
             rows.append({"pair": name, "path": path, "seconds": seconds, "images_per_s": counts[name] / seconds,
                          "speedup": base_time / seconds if base_time else None, "fid": values[path, name],
                          "deviation": deviation, "deviation_from": against if deviation is not None else None})
-    title = f"FID, {describe(info)}, {torch.get_num_threads()} threads, median of {args.repeats} interleaved rounds"
+    load_after = os.getloadavg()
+    title = (f"FID, {describe(info)}, {torch.get_num_threads()} threads, median of {args.repeats} interleaved rounds, "
+             f"load average {load_before[0]:.1f} before, {load_after[0]:.1f} after")
     header = (f"{'pair':<13} {'path':<26} {'seconds':>9} {'images/s':>9} {'vs pytorch-fid':>15} {'FID':>12} "
               f"{'deviation':>10}")
     table = [title, header]
@@ -173,6 +183,7 @@ def main() -> None:
     print("\n".join(table))
     out = ROOT / "benchmarks" / "results" / f"fid{args.tag}.json"
     out.write_text(json.dumps({"machine": info, "images": args.images, "counts": counts, "repeats": args.repeats,
+                               "paths": paths, "load_average_before": load_before, "load_average_after": load_after,
                                "weights": "real" if args.torch_home else "random (randomize_)",
                                "targets": TARGETS, "rows": rows}, indent=2) + "\n")
     out.with_name(f"fid{args.tag}_table.txt").write_text("\n".join(table) + "\n")

@@ -118,6 +118,23 @@ def test_features_equal_pytorch_fid_at_batch_size_1_on_photos_of_mixed_sizes(pho
 
 
 @pytest.mark.realdata
+def test_openvino_path_pads_the_last_batch_to_one_shape_and_drops_the_padding(photos):
+    pytest.importorskip("openvino", reason="the [openvino] extra is not installed")
+    files = photos[:7]  # batches of 4: the second has 3 images and is padded
+    extractor = metrics.extractor.fid_inception(64, backend="openvino", batch_size=4)
+    shapes = []
+
+    def recording(x):
+        shapes.append(tuple(x.shape))
+        return extractor(x)
+
+    collected = metrics.collect.collect(metrics.inputs.image_source(files), recording, mode="pytorch-fid", dims=64,
+                                        batch_size=4, keep_features=True, progress=False, fixed_batch=True)
+    assert shapes == [(4, 3, 299, 299)] * 2 and collected.count == 7
+    assert np.abs(collected.features - _pytorch_fid_features(files, 64)).max() <= 1e-4
+
+
+@pytest.mark.realdata
 def test_features_equal_pytorch_fid_on_cifar_jpegs(cifar):
     files = sorted(cifar[0].iterdir())[:12]
     assert np.abs(_features(files, 2048) - _pytorch_fid_features(files, 2048)).max() <= 1e-4
@@ -217,6 +234,25 @@ def test_statistics_cache_is_reused_and_invalidated_when_a_file_changes(photos, 
 
 
 @pytest.mark.realdata
+def test_statistics_cache_keeps_the_entries_used_last(photos, tmp_path, monkeypatch):
+    monkeypatch.setattr(metrics.statsfiles, "CACHE_ENTRIES", 2)
+    cache = tmp_path / "cache" / "inceptorch" / "fid_statistics"
+    folders = [_linked(tmp_path / name, [photo]) for name, photo in zip("abc", photos)]
+
+    def statistics(folder):
+        before = set(cache.glob("*.npz"))
+        mu = metrics.feature_statistics(folder, dims=64, progress=False)[0]
+        return mu, set(cache.glob("*.npz")) - before
+
+    mu_a, (entry_a,) = statistics(folders[0])
+    metrics.save_statistics(entry_a, mu_a + 1000, np.eye(64))  # marked: a read of the cache shows it
+    _, (entry_b,) = statistics(folders[1])
+    assert statistics(folders[0])[0][0] == mu_a[0] + 1000  # a is read from the cache, so used after b
+    _, (entry_c,) = statistics(folders[2])
+    assert not entry_b.exists() and set(cache.glob("*.npz")) == {entry_a, entry_c}
+
+
+@pytest.mark.realdata
 def test_corrupt_image_is_skipped_with_a_warning_and_strict_stops(photos, tmp_path, caplog, capsys):
     folder = _linked(tmp_path / "images", photos[:3])
     (folder / "broken.png").write_bytes(b"not a png at all")
@@ -279,3 +315,23 @@ def test_torchrun_gives_the_statistics_of_one_process(cifar, tmp_path):
     mu, sigma, count, _ = metrics.load_statistics(out)
     assert count == alone[2] == 21
     assert np.abs(mu - alone[0]).max() <= 1e-6 and np.abs(sigma - alone[1]).max() <= 1e-6
+
+
+@pytest.mark.slow
+@pytest.mark.realdata
+def test_torchrun_gives_the_kid_and_is_of_one_process(cifar, tmp_path):
+    # odd counts: the two processes' shards differ in size, and IS's shuffle and KID's subsets read the
+    # gathered rows by position, so any disorder in the gather would change both values
+    a = _linked(tmp_path / "a", sorted(cifar[0].iterdir())[:21])
+    b = _linked(tmp_path / "b", sorted(cifar[1].iterdir())[:17])
+    options = ["--dims", "64", "--kid-subsets", "5", "--kid-subset-size", "12", "--isc-splits", "3", "--no-cache"]
+    alone = metrics.compute(a, b, fid=False, kid=True, isc=True, dims=64, kid_subsets=5, kid_subset_size=12,
+                            isc_splits=3, cache=False, progress=False)
+    torchrun = Path(sys.executable).with_name("torchrun")
+    run = subprocess.run([str(torchrun), "--standalone", "--nproc-per-node", "2", "-m", "inceptorch.cli", "metrics",
+                          str(a), str(b), "--kid", "--isc", *options], check=True, timeout=300,
+                         env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True)
+    printed = dict(line.split(": ", 1) for line in run.stdout.splitlines() if line.startswith(("KID: ", "IS: ")))
+    kid, isc = (tuple(float(v) for v in printed[name].split(" ± ")) for name in ("KID", "IS"))
+    assert kid == pytest.approx(alone.kid, rel=1e-5, abs=1e-9)  # printed to 7 significant digits
+    assert isc == pytest.approx(alone.isc, rel=1e-5)

@@ -54,8 +54,11 @@ def join_processes(device: str = "cpu") -> Processes:
 
 def collect(source: ImageSource, extractor, *, mode: str, dims: int, batch_size: int = 50,
             keep_features: bool = False, keep_logits: bool = False, strict: bool = False,
-            progress: bool = True, workers: int = 0, device: str = "cpu") -> Collected:
-    """Runs ``extractor`` over ``source``'s images (this process's shard of them) and gathers the results."""
+            progress: bool = True, workers: int = 0, device: str = "cpu", fixed_batch: bool = False) -> Collected:
+    """Runs ``extractor`` over ``source``'s images (this process's shard of them) and gathers the results.
+
+    ``fixed_batch``: a short last batch is padded to ``batch_size`` (the padding's outputs dropped), so
+    that a path compiled for one input shape (torch int8, OpenVINO) compiles once."""
     processes = join_processes(device)
     shard = range(processes.rank, len(source), processes.world)
     count, total = 0, torch.zeros(dims, dtype=torch.float64)
@@ -71,7 +74,8 @@ def collect(source: ImageSource, extractor, *, mode: str, dims: int, batch_size:
                 log.warning("skipped %s", error)
             skipped += errors
             if images is not None:
-                out = extractor(images.to(device)).float().cpu()
+                out = extractor(_padded(images, batch_size) if fixed_batch else images.to(device))
+                out = out[:len(images)].float().cpu()
                 features = out[:, :dims].double()
                 count += len(features)
                 total += features.sum(dim=0)
@@ -89,6 +93,12 @@ def collect(source: ImageSource, extractor, *, mode: str, dims: int, batch_size:
         raise DataError(f"none of the {len(source)} images of {source.name} could be read")
     return Collected(count, total, outer, rows[:, :dims].numpy() if keep_features else None,
                      rows[:, dims:].numpy() if keep_logits else None, skipped)
+
+
+def _padded(images: torch.Tensor, size: int) -> torch.Tensor:
+    if len(images) >= size:
+        return images
+    return torch.cat([images, images.new_zeros(size - len(images), *images.shape[1:])])
 
 
 def _gathered(rows: torch.Tensor, positions: list[int], skipped: list[str], world: int):

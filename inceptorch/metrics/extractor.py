@@ -67,16 +67,17 @@ def approximate(precision: str, backend: str) -> bool:
 
 
 def fid_inception(dims: int, *, logits: bool = False, weights=None, precision: str = "fp32",
-                  backend: str = "torch", device: str = "cpu", calibration=None) -> nn.Module:
+                  backend: str = "torch", device: str = "cpu", calibration=None, batch_size: int = 1) -> nn.Module:
     """The feature extractor: pytorch-fid's weights (``weights``: another file of the same layout),
-    on the fast path for ``precision`` and ``backend``; on a GPU, the eager model."""
+    on the fast path for ``precision`` and ``backend`` (approximate ones compiled for ``batch_size``
+    images, the shape ``collect`` pads every batch to); on a GPU, the eager model."""
     model = create_model(MODEL, num_classes=LOGITS, weights=weights_path(weights)).eval()
     features = InceptionFeatures(model, dims, logits).eval()
     if device != "cpu":
         if approximate(precision, backend):
             raise ConfigError("--precision and --backend choose CPU paths: leave them out with --device cuda")
         return features.to(device)
-    example = torch.zeros(1, 3, 299, 299)
+    example = torch.zeros(batch_size if approximate(precision, backend) else 1, 3, 299, 299)
     return optimize_for_inference(features, example, precision=precision, backend=backend, calibration=calibration)
 
 

@@ -98,7 +98,8 @@ class _Extractors:
                 first = range(min(self.calibration_images, len(source)))
                 calibration = [images for images, _, _ in batches(source, s.mode, 32, first) if images is not None]
             self.built[logits] = fid_inception(s.dims, logits=logits, weights=s.weights, precision=s.precision,
-                                               backend=s.backend, device=s.device, calibration=calibration)
+                                               backend=s.backend, device=s.device, calibration=calibration,
+                                               batch_size=s.batch_size)
         return self.built[logits]
 
 
@@ -127,7 +128,7 @@ def _side(images, settings: Settings, extractors: _Extractors, features: bool = 
     got = collect(source, extractors.get(logits, source), mode=settings.mode, dims=settings.dims,
                   batch_size=settings.batch_size, keep_features=features, keep_logits=logits,
                   strict=settings.strict, progress=settings.progress, workers=settings.workers,
-                  device=settings.device)
+                  device=settings.device, fixed_batch=settings.path is not None)
     mu, sigma = got.mean_and_covariance()
     if key is not None and join_processes(settings.device).main:
         statsfiles.store(key, mu, sigma, got.count, got.skipped)

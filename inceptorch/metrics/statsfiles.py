@@ -5,7 +5,8 @@ count ``n``, which pytorch-fid ignores, so files go both ways. The cache keeps a
 statistics under ``$XDG_CACHE_HOME/inceptorch/fid_statistics`` (``~/.cache``), keyed by everything the
 numbers depend on: mode, feature depth, the weights' sha256, precision, backend, device, and each
 file's path, size and modification time, so that a reference set is read once and a changed folder
-is read again.
+is read again. The cache keeps the ``CACHE_ENTRIES`` entries used last (an entry of 2048 features
+is about 30 MB) and deletes older ones when it stores a new one.
 """
 
 import hashlib
@@ -19,6 +20,8 @@ import numpy as np
 from .. import hub
 from ..errors import DataError
 from ..weights import write_atomically
+
+CACHE_ENTRIES = 32  # at most ~1 GB of 2048-feature statistics
 
 
 def save_statistics(path, mu: np.ndarray, sigma: np.ndarray, count: int | None = None,
@@ -73,10 +76,23 @@ def cached(key: str):
     if not path.is_file():
         return None
     try:
-        return load_statistics(path)
+        statistics = load_statistics(path)
     except DataError:
         return None  # a damaged entry is recomputed and overwritten
+    path.touch()  # used now: the last to be pruned
+    return statistics
 
 
 def store(key: str, mu, sigma, count: int, skipped: list[str]) -> None:
+    """Stores an entry, then deletes all but the ``CACHE_ENTRIES`` used last."""
     save_statistics(cache_folder() / f"{key}.npz", mu, sigma, count, skipped)
+    entries = sorted(cache_folder().glob("*.npz"), key=_last_used, reverse=True)
+    for stale in entries[CACHE_ENTRIES:]:
+        stale.unlink(missing_ok=True)
+
+
+def _last_used(path: Path) -> int:
+    try:
+        return path.stat().st_mtime_ns
+    except OSError:
+        return 0  # deleted meanwhile by another process
