@@ -91,6 +91,12 @@ SKIPPED = {
     ("docs/index.md", 'pip install -e . && inceptorch train'): "the README's install line, skipped there too",
     ("docs/index.md", 'pip install -e ".[dev]" && python -m pytest -q'): "runs this very test suite",
     ("docs/development.md", 'pip install -e ".[dev]" && python -m pytest -q'): "runs this very test suite",
+    ("docs/transfer.md", "inceptorch train --recipe cifar10-fast --data-root ../shared/data --name cifar10"):
+        "20 minutes on 2 cores (50,000 JPEGs); tests/test_recipes.py trains cifar10-fast for a few steps",
+    ("docs/transfer.md", ("inceptorch finetune --weights runs/cifar10/best.safetensors --data "
+                          "../shared/data/cats_vs_dogs/train --image-size 64 --freeze backbone --unfreeze-after 3 "
+                          "--epochs 15 --lr 0.05 --lr-unfrozen 0.01")):
+        "fine-tunes the CIFAR-10 run of the line above; benchmarks/transfer.py measures the pair",
     ("docs/development.md", 'pip install -e ".[docs]"'): "installs packages; .ci/run installs the docs extra",
     ("docs/development.md", "mkdocs build --strict        # the site in site/; `mkdocs serve` to read it while writing"):
         "needs the project's mkdocs.yml; .ci/run builds the site with it",
