@@ -5,8 +5,8 @@ Each page's examples run in order in one temporary folder of their own (a page m
 then predict with it), with ``../shared/data`` beside it (the real data of INCEPTORCH_DATA) and empty
 caches, offline. Shell examples run through bash with the ``inceptorch`` of this Python's environment,
 but for a plain ``inceptorch ARGS`` line (no globs, pipes or ``&&``), which runs as ``cli.main(ARGS)`` in
-this process: the same command without the 3 s of importing torch again, which for some fifty commands
-would take the file past its 3 minutes on 2 cores. Python examples run in this process too. The weights of ``--pretrained`` examples are planted in the cache
+this process: the same command without the 2.5-4 s of importing torch again (some thirty commands).
+Python examples run in this process too. The weights of ``--pretrained`` examples are planted in the cache
 as random-weight files under the published names, as tests/test_hub.py and tests/test_metrics.py plant
 them (downloads themselves are tested there, against a loopback server). An example that runs longer
 than a minute runs with the shortened command of SHORTENED, and one that cannot run here is listed in
