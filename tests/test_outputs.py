@@ -17,6 +17,7 @@ WRITERS = [
     (["export", "googlenet", "--random-init"], "--out", "x.onnx"),
     (["embed", "--model", "googlenet", "--pretrained", "photo.png"], "--out", "x.npy"),
     (["bench", "googlenet", "--batch", "1"], "--json", "x.json"),
+    (["fid", "folder"], "--save-stats", "x.npz"),
 ]
 IDS = [f"{words[0]} {option}" for words, option, _ in WRITERS]
 

@@ -5,6 +5,7 @@ import os
 from ..errors import ConfigError
 from ..metrics import MODES, compute
 from ..metrics.extractor import DEPTHS
+from .options import add_output
 
 
 def _add_common(p, sides: str) -> None:
@@ -68,7 +69,7 @@ def add_fid(sub):
                        description="FID as pytorch-fid computes it (--mode for torch-fidelity's or clean-fid's). "
                                    "With --save-stats, one folder is enough: its statistics are written.")
     _add_common(p, "one or two")
-    p.add_argument("--save-stats", metavar="OUT.npz", help="write the first folder's statistics (pytorch-fid's format)")
+    add_output(p, "--save-stats", (".npz",), metavar="OUT.npz", help="write the first folder's statistics (pytorch-fid's format)")
     p.set_defaults(run=lambda args: _run(args, fid=True, kid=False, isc=False))
 
 
