@@ -8,10 +8,12 @@ thread count is passed: the figures are for the threads the caller set.
 import statistics
 
 import torch
-from torch.utils.benchmark import Timer
 
 
-def _timer(call) -> Timer:
+def _timer(call):
+    # Imported here, not at the top: torch.utils.benchmark imports torch's C++ extension builder, which logs a
+    # CUDA_HOME warning on machines without CUDA, and every command would print it at start.
+    from torch.utils.benchmark import Timer
     return Timer("call()", globals={"call": call}, num_threads=torch.get_num_threads())
 
 

@@ -11,7 +11,7 @@ from ..errors import ConfigError
 from ..scoring import score
 from ..tables import text_table
 from ..training import finetune, train
-from .options import add_engine_options, add_pretrained, engine_choice
+from .options import add_command, add_engine_options, add_pretrained, engine_choice
 
 
 def _parser_of(key: str):
@@ -44,6 +44,9 @@ def _add_config_flags(p) -> None:
 
 
 def _run_train(args, start=None) -> int:
+    """Trains MODEL on DATA and writes a run folder: config, metrics, curves, checkpoints, log. Options come
+    from the defaults, then --recipe, then the flags given. Under torchrun every process runs the same
+    command."""
     options = {k: v for k, v in vars(args).items() if k not in ("run", "command")}
     if start is None and resolve(options).ensemble > 1:
         return _report_ensemble(train_ensemble(options))
@@ -72,15 +75,13 @@ def _report_ensemble(result) -> int:
 
 
 def add_train(sub):
-    p = sub.add_parser("train", help="train a model (default: on the built-in sample, offline)",
-                       description="Trains MODEL on DATA and writes a run folder: config, metrics, curves, "
-                                   "checkpoints, log. Options come from the defaults, then --recipe, then "
-                                   "the flags given. Under torchrun every process runs the same command.")
+    p = add_command(sub, "train", _run_train, "train a model (default: on the built-in sample, offline)")
     _add_config_flags(p)
-    p.set_defaults(run=_run_train)
 
 
 def _run_evaluate(args) -> int:
+    """Scores an inceptorch checkpoint; the model and its preprocessing come from the checkpoint, the data by
+    default too (the validation images it was trained beside)."""
     result = score(args.weights, args.model, pretrained=args.pretrained, engine=engine_choice(args),
                    calibration=args.calibration, device=args.device, data=args.data, split=args.split,
                    data_root=args.data_root, val_split=args.val_split, batch_size=args.batch_size,
@@ -98,10 +99,8 @@ def _run_evaluate(args) -> int:
 
 
 def add_evaluate(sub):
-    p = sub.add_parser("evaluate", help="accuracy, per-class precision/recall and confusion matrix of a checkpoint",
-                       description="Scores an inceptorch checkpoint; the model and its preprocessing come from "
-                                   "the checkpoint, the data by default too (the validation images it was "
-                                   "trained beside).")
+    p = add_command(sub, "evaluate", _run_evaluate,
+                    "accuracy, per-class precision/recall and confusion matrix of a checkpoint")
     p.add_argument("--weights", metavar="CKPT", nargs="+",
                    help="an inceptorch .safetensors checkpoint; several: the mean probabilities of an ensemble")
     p.add_argument("--model", help="model name, with --pretrained")
@@ -119,20 +118,18 @@ def add_evaluate(sub):
                    help="average each image's logits with its mirror image's (as --test-flip in training)")
     p.add_argument("--format", choices=("table", "json"), default="table")
     add_engine_options(p, "none: int8 needs it")
-    p.set_defaults(run=_run_evaluate)
 
 
 def _run_finetune(args) -> int:
+    """Train with a pretrained backbone: --pretrained [TAG] (published weights, see inceptorch weights) or
+    --weights CKPT (inceptorch, torchvision or timm) is required, --freeze defaults to backbone (only the
+    heads train), and --unfreeze-after EPOCHS adds a second phase that trains everything, the freed layers
+    at --lr-unfrozen. Every train option applies."""
     return _run_train(args, start=finetune)
 
 
 def add_finetune(sub):
-    p = sub.add_parser("finetune", help="fine-tune a pretrained model on an image folder (or any train data)",
-                       description="Train with a pretrained backbone: --pretrained [TAG] (published weights, "
-                                   "see inceptorch weights) or --weights CKPT (inceptorch, torchvision "
-                                   "or timm) is required, --freeze defaults to backbone (only the heads "
-                                   "train), and --unfreeze-after EPOCHS adds a second phase that trains "
-                                   "everything, the freed layers at --lr-unfrozen. Every train option applies.")
+    p = add_command(sub, "finetune", _run_finetune,
+                    "fine-tune a pretrained model on an image folder (or any train data)")
     _add_config_flags(p)
-    p.set_defaults(run=_run_finetune)
 
