@@ -278,7 +278,7 @@ def test_a_bad_value_of_each_new_option_is_a_one_line_error_with_status_2(option
     assert not any(tmp_path.iterdir())  # refused before any run folder was made
 
 
-def test_the_readme_table_lists_every_training_option():
-    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
-    missing = [f.name for f in fields(TrainConfig) if f"| `--{f.name.replace('_', '-')}` |" not in readme]
+def test_the_training_page_table_lists_every_training_option():
+    page = (Path(__file__).resolve().parents[1] / "docs" / "training.md").read_text()
+    missing = [f.name for f in fields(TrainConfig) if f"| `--{f.name.replace('_', '-')}` |" not in page]
     assert missing == []

@@ -309,9 +309,10 @@ def test_torchrun_gives_the_statistics_of_one_process(cifar, tmp_path):
     alone = metrics.feature_statistics(folder, dims=64, progress=False, cache=False)
     torchrun = Path(sys.executable).with_name("torchrun")
     out = tmp_path / "pair.npz"
-    subprocess.run([str(torchrun), "--standalone", "--nproc-per-node", "2", "-m", "inceptorch.cli", "fid",
-                    str(folder), "--dims", "64", "--no-cache", "--save-stats", str(out)], check=True, timeout=240,
-                   env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True)
+    run = subprocess.run([str(torchrun), "--standalone", "--nproc-per-node", "2", "-m", "inceptorch.cli", "fid",
+                          str(folder), "--dims", "64", "--no-cache", "--save-stats", str(out)], timeout=240,
+                         env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True)
+    assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-4000:]
     mu, sigma, count, _ = metrics.load_statistics(out)
     assert count == alone[2] == 21
     assert np.abs(mu - alone[0]).max() <= 1e-6 and np.abs(sigma - alone[1]).max() <= 1e-6
