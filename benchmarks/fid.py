@@ -123,6 +123,26 @@ def available_paths(requested: list[str] | None) -> list[str]:
     return [p for p in paths if requested is None or p in requested]
 
 
+def target_lines(rows: list[dict]) -> list[str]:
+    """Whether each pair meets the issue's targets, as far as the paths measured can say."""
+    lines = []
+    for pair in dict.fromkeys(r["pair"] for r in rows):
+        by_path = {r["path"]: r for r in rows if r["pair"] == pair and r["speedup"] is not None}
+        exact = by_path.get("inceptorch pytorch-fid")
+        if exact is not None:
+            met = exact["speedup"] >= TARGETS["exact"] and (exact["deviation"] or 0) <= TARGETS["same_fid"]
+            lines.append(f"target {pair}: exact mode {exact['speedup']:.2f}x (>= {TARGETS['exact']}x, FID within "
+                         f"{TARGETS['same_fid']:g}): {'met' if met else 'NOT met'}")
+        fastest = max((r for p, r in by_path.items() if p in APPROXIMATE), key=lambda r: r["speedup"], default=None)
+        if fastest is not None:
+            met = fastest["speedup"] >= TARGETS["approximate"]
+            deviation = "not measured" if fastest["deviation"] is None else f"{fastest['deviation']:.1e}"
+            lines.append(f"target {pair}: fastest approximate path {fastest['path']} {fastest['speedup']:.2f}x "
+                         f"(>= {TARGETS['approximate']}x), deviation {deviation}: "
+                         f"{'met' if met else 'NOT met'}")
+    return lines
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--images", type=int, default=2000, help="CIFAR-10 images a side (cats and dogs: up to 500)")
@@ -180,6 +200,7 @@ def main() -> None:
                      f"{r['fid']:12.6g} {deviation:>10}")
     table.append("deviation: relative, from the FID of the mode's own tool (exact modes) or of inceptorch's exact "
                  "mode (approximate paths)")
+    table += target_lines(rows)
     print("\n".join(table))
     out = ROOT / "benchmarks" / "results" / f"fid{args.tag}.json"
     out.write_text(json.dumps({"machine": info, "images": args.images, "counts": counts, "repeats": args.repeats,

@@ -193,6 +193,18 @@ def test_kid_and_is_arithmetic_equal_torch_fidelitys_on_the_same_features():
         (theirs["inception_score_mean"], theirs["inception_score_std"]), rel=1e-9)
 
 
+@pytest.mark.parametrize("images", [300, 40], ids=["full-rank", "singular"])
+def test_fast_fid_arithmetic_equals_pytorch_fids_sqrtm(images):
+    """The approximate paths' symmetric-eigenvalue trace against pytorch-fid's own sqrtm arithmetic, on a
+    full-rank pair of covariances and on a singular one (fewer images than features)."""
+    generator = np.random.RandomState(1)
+    first = generator.rand(images, 64) @ generator.randn(64, 64)
+    second = (generator.rand(images, 64) + 0.05) @ generator.randn(64, 64)
+    statistics = (first.mean(0), np.cov(first, rowvar=False), second.mean(0), np.cov(second, rowvar=False))
+    assert metrics.formulas.frechet_distance(*statistics, fast=True) == pytest.approx(
+        fid_score.calculate_frechet_distance(*statistics), rel=1e-8)
+
+
 @pytest.mark.realdata
 def test_clean_mode_resizes_as_clean_fid_and_torch_fidelity_mode_as_torch_fidelity(photos):
     resizer = make_resizer("PIL", False, "bicubic", (299, 299))

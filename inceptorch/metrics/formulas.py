@@ -5,6 +5,10 @@
   and it is taken again; an imaginary part is dropped when the diagonal's is below 1e-3, else an error.
 - FID, torch-fidelity's way: the trace of the square root as the sum of the square roots of the
   eigenvalues of S1 S2 (complex, real part kept), no eps and no check.
+- FID, the approximate paths' way (``fast=True``): the same eigenvalues from the symmetric matrix
+  sqrt(S1) S2 sqrt(S1), by two symmetric eigendecompositions (negative rounding clipped to 0): about 2 s
+  at 2,048 features on two cores where ``sqrtm`` takes 10-14 s, a fixed cost as large as the network's
+  time on a few hundred images. Its difference from ``sqrtm`` is rounding (``tests/test_metrics.py``).
 - KID (Binkowski et al. 2018) as torch-fidelity computes it: ``subsets`` random subsets of
   ``subset_size`` features of each side (numpy's RandomState(seed), without replacement), the
   unbiased MMD^2 of the cubic polynomial kernel (x.y / d + 1)^3 on float32 features; mean and
@@ -29,8 +33,9 @@ FID_EPS = 1e-6  # pytorch-fid's offset on the diagonals when sqrtm fails
 IMAGINARY_TOLERANCE = 1e-3  # pytorch-fid's largest imaginary part accepted on sqrtm's diagonal
 
 
-def frechet_distance(mu1, sigma1, mu2, sigma2, mode: str = "pytorch-fid") -> float:
-    """FID between two Gaussians by ``mode``'s arithmetic (``torch-fidelity``: eigenvalues; else sqrtm)."""
+def frechet_distance(mu1, sigma1, mu2, sigma2, mode: str = "pytorch-fid", fast: bool = False) -> float:
+    """FID between two Gaussians by ``mode``'s arithmetic (``torch-fidelity``: eigenvalues; else sqrtm);
+    ``fast``: the trace of the square root from symmetric eigendecompositions (the approximate paths)."""
     mu1, mu2 = np.atleast_1d(mu1), np.atleast_1d(mu2)
     sigma1, sigma2 = np.atleast_2d(sigma1), np.atleast_2d(sigma2)
     if mu1.shape != mu2.shape or sigma1.shape != sigma2.shape:
@@ -39,11 +44,21 @@ def frechet_distance(mu1, sigma1, mu2, sigma2, mode: str = "pytorch-fid") -> flo
     if mode == "torch-fidelity":
         mu1, mu2 = mu1.astype(np.float32), mu2.astype(np.float32)  # torch-fidelity's means are float32
     diff = mu1 - mu2
-    if mode == "torch-fidelity":
+    if fast:
+        trace_sqrt = _trace_sqrt_symmetric(sigma1, sigma2)
+    elif mode == "torch-fidelity":
         trace_sqrt = np.sum(np.sqrt(np.linalg.eigvals(sigma1.dot(sigma2)).astype("complex128")).real)
     else:
         trace_sqrt = np.trace(_sqrtm_of_product(sigma1, sigma2))
     return float(diff.dot(diff) + np.trace(sigma1) + np.trace(sigma2) - 2 * trace_sqrt)
+
+
+def _trace_sqrt_symmetric(sigma1, sigma2) -> float:
+    """tr(sqrtm(S1 S2)) for symmetric positive semi-definite S1, S2: S1 S2 and R S2 R, with R = sqrt(S1),
+    have the same eigenvalues, and R S2 R is symmetric, so ``eigh`` and ``eigvalsh`` suffice."""
+    values, vectors = np.linalg.eigh(sigma1)
+    root = (vectors * np.sqrt(values.clip(min=0))) @ vectors.T
+    return float(np.sqrt(np.linalg.eigvalsh(root @ sigma2 @ root).clip(min=0)).sum())
 
 
 def _sqrtm(matrix):

@@ -166,7 +166,8 @@ def compute(a, b=None, *, fid: bool = True, kid: bool = False, isc: bool = False
         if fid:
             for side, name in ((first, a), (second, b)):
                 _warn_if_singular(side, len(side.mu), name if isinstance(name, (str, Path)) else "the images")
-            scores.fid = frechet_distance(first.mu, first.sigma, second.mu, second.sigma, settings.mode)
+            scores.fid = frechet_distance(first.mu, first.sigma, second.mu, second.sigma, settings.mode,
+                                          fast=settings.path is not None)
         if kid:
             scores.kid = kernel_inception_distance(first.features, second.features, kid_subsets, kid_subset_size, seed)
     if isc:
