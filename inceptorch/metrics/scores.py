@@ -2,8 +2,8 @@
 
 ``compute`` reads each side once and gives every metric asked for; ``fid``, ``kid``,
 ``inception_score`` and ``feature_statistics`` are its one-metric doors. Options (``Settings``) are
-pytorch-fid's where it has them: ``dims``, ``batch_size``; ``mode`` picks whose preprocessing and
-arithmetic (see ``inputs`` and ``formulas``).
+pytorch-fid's where it has them: ``dims``, ``batch_size`` (its 50 on a GPU); ``mode`` picks whose
+preprocessing and arithmetic (see ``inputs`` and ``formulas``).
 """
 
 import logging
@@ -23,18 +23,23 @@ from .inputs import MODES, ImageSource, batches, image_source
 
 log = logging.getLogger("inceptorch")
 
+# The default batch on the CPU: the fused fp32 path ran 17.2 images/s at 10 against 15.0 at
+# pytorch-fid's 50 on 2 Zen 4 cores (smaller activations stay in cache); the results do not depend on it.
+CPU_BATCH = 10
+
 
 @dataclass(frozen=True)
 class Settings:
     """How images become features: ``mode`` (pytorch-fid, torch-fidelity, clean), ``dims`` (64, 192,
-    768, 2048), ``recursive`` (read class folders below a folder), ``weights`` (another file of the FID
-    Inception than pytorch-fid's), ``precision`` and ``backend`` (approximate CPU paths), ``device``,
-    ``workers`` (image-decoding processes), ``cache`` (of folders' statistics), ``strict`` (stop at an
-    unreadable file), ``progress`` (the bar)."""
+    768, 2048), ``batch_size`` (``CPU_BATCH`` on the CPU, 50 on a GPU), ``recursive`` (read class
+    folders below a folder), ``weights`` (another file of the FID Inception than pytorch-fid's),
+    ``precision`` and ``backend`` (approximate CPU paths), ``device``, ``workers`` (image-decoding
+    processes), ``cache`` (of folders' statistics), ``strict`` (stop at an unreadable file),
+    ``progress`` (the bar)."""
 
     dims: int = 2048
     mode: str = "pytorch-fid"
-    batch_size: int = 50
+    batch_size: int | None = None  # CPU_BATCH on the CPU, pytorch-fid's 50 on a GPU
     recursive: bool = False
     weights: str | None = None
     precision: str = "fp32"
@@ -46,6 +51,8 @@ class Settings:
     progress: bool = True
 
     def __post_init__(self):
+        if self.batch_size is None:
+            object.__setattr__(self, "batch_size", CPU_BATCH if self.device == "cpu" else 50)
         choices = {"mode": MODES, "dims": DEPTHS, "precision": [p for p in PRECISIONS if p != "auto"],
                    "backend": [b for b in BACKENDS if b != "auto"]}
         for name, allowed in choices.items():
