@@ -102,7 +102,7 @@ SKIPPED = {
                           "../shared/data/cats_vs_dogs/train --image-size 64 --freeze backbone --unfreeze-after 3 "
                           "--epochs 15 --lr 0.05 --lr-unfrozen 0.01")):
         "fine-tunes the CIFAR-10 run of the line above; benchmarks/transfer.py measures the pair",
-    ("docs/benchmarks.md", "PYTHONPATH=. python benchmarks/fid.py --images 2000 --repeats 3     # the issue's size"):
+    ("docs/benchmarks.md", "PYTHONPATH=. python benchmarks/fid.py --images 2000 --repeats 3     # the issue's size, every path: hours"):
         "the FID benchmark itself: 2,000 images a side through three tools runs for hours on 2 cores",
     ("docs/development.md", 'pip install -e ".[docs]"'): "installs packages; .ci/run installs the docs extra",
     ("docs/development.md", "mkdocs build --strict        # the site in site/; `mkdocs serve` to read it while writing"):
