@@ -119,9 +119,8 @@ def test_elastic_torchrun_restarts_a_killed_process_and_the_run_resumes_by_itsel
                                                                                    unbroken_run):
     elastic = _launch_elastic(tmp_path, data_root, "elastic")
     folder = tmp_path / "elastic"
-    deadline = time.monotonic() + 300
     while not (folder / "checkpoints" / "step-000000040.state.pt").exists():  # in epoch 1 of 100 steps
-        assert elastic.poll() is None and time.monotonic() < deadline, elastic.stdout.read()
+        assert elastic.poll() is None, elastic.stdout.read()  # ended without writing it: the test fails
         time.sleep(0.05)
     victim = _worker_of_rank(elastic.pid, 1)
     os.kill(victim, signal.SIGKILL)
