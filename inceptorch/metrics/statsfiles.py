@@ -12,6 +12,8 @@ is about 30 MB) and deletes older ones when it stores a new one.
 import hashlib
 import io
 import json
+import os
+import time
 import zipfile
 from pathlib import Path
 
@@ -79,16 +81,24 @@ def cached(key: str):
         statistics = load_statistics(path)
     except DataError:
         return None  # a damaged entry is recomputed and overwritten
-    path.touch()  # used now: the last to be pruned
+    _mark_used(path)
     return statistics
 
 
 def store(key: str, mu, sigma, count: int, skipped: list[str]) -> None:
     """Stores an entry, then deletes all but the ``CACHE_ENTRIES`` used last."""
-    save_statistics(cache_folder() / f"{key}.npz", mu, sigma, count, skipped)
+    _mark_used(save_statistics(cache_folder() / f"{key}.npz", mu, sigma, count, skipped))
     entries = sorted(cache_folder().glob("*.npz"), key=_last_used, reverse=True)
     for stale in entries[CACHE_ENTRIES:]:
         stale.unlink(missing_ok=True)
+
+
+def _mark_used(path: Path) -> None:
+    """Stamps ``path`` as used now, the last to be pruned. Not ``touch`` nor the write's own time: the
+    kernel stamps files from a coarse clock (a tick of milliseconds), so a read just after another
+    entry's store could get the same time and lose the order; ``time.time_ns`` keeps it."""
+    now = time.time_ns()
+    os.utime(path, ns=(now, now))
 
 
 def _last_used(path: Path) -> int:
